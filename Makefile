@@ -1,0 +1,41 @@
+# Two commands do all set-up on a fresh Debian machine with Python >= 3.10:
+#   make book   -> builds the HTML book into _build/html
+#   make test   -> runs the unit tests, doctests and nbval over every notebook in book/
+# Both create .venv/ (if missing) and install everything the project needs into it.
+# Re-running either is fast when nothing changed: installation is keyed on a stamp file
+# that is newer than pyproject.toml and constraints.txt.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.minequi-installed
+
+.PHONY: book test unit nbval setup clean bench
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@bash .ci/install-system-deps
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[book,test,bench]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $(STAMP)
+
+book: $(STAMP)
+	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going --quiet
+	@echo "Book built: open _build/html/index.html"
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest tests minequi --doctest-modules -q
+
+nbval: $(STAMP)
+	$(VENV)/bin/pytest --nbval --nbval-current-env --nbval-sanitize-with book/nbval-sanitize.cfg -p no:cacheprovider book -q
+
+test: unit nbval
+
+bench: $(STAMP)
+	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf _build
