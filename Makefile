@@ -27,7 +27,7 @@ book: $(STAMP)
 	@echo "Book built: open _build/html/index.html"
 
 unit: $(STAMP)
-	$(VENV)/bin/pytest tests minequi --doctest-modules -q
+	$(VENV)/bin/pytest tests minequi --doctest-modules -p no:cacheprovider -q
 
 nbval: $(STAMP)
 	$(VENV)/bin/pytest --nbval --nbval-current-env --nbval-sanitize-with book/nbval-sanitize.cfg -p no:cacheprovider book -q
