@@ -7,5 +7,11 @@ Conventions (axes, m order, the action ``x @ R.T``, normalisations) are
 documented once, in :mod:`minequi.conventions`.
 """
 from .testing import rand_rotation, rand_orthogonal, assert_equivariant, equivariance_error
+from .groups import FiniteGroup, cyclic_group, dihedral_group
+
+from .irreps import Irrep, Irreps
+from .so3 import so3_generators, wigner_D
+from .spherical_harmonics import spherical_harmonics, SphericalHarmonics
+from .clebsch_gordan import clebsch_gordan
 
 __version__ = "0.1.0"

@@ -1,0 +1,204 @@
+r"""Real spherical harmonics :math:`Y_{lm}` for any ``l``, by recurrence.
+
+Conventions (:mod:`minequi.conventions`): components ``m = -l..l``; the polar
+axis is *y*, :math:`Y_{lm}(x, y, z) = S_{lm}(z, x, y)` with the textbook real
+harmonics :math:`S_{lm}` (polar axis *z*), so that :math:`Y_1 \propto (x, y, z)`.
+
+Method.  Write :math:`(X, Y, Z) = (z, x, y)` for the relabelled coordinates
+(``Z`` is the polar one) and :math:`r^2 = X^2 + Y^2 + Z^2`.  The homogeneous
+harmonic polynomial of degree ``l`` and order ``m >= 0`` factorises as
+
+.. math:: r^l\, P_l^m(\cos\theta)\, e^{i m \varphi} = q_l^m(Z, r^2)\, (X + iY)^m,
+
+(:math:`P_l^m` without the Condon-Shortley phase), so
+:math:`S_{l,m} \propto q_l^{m}\, \mathrm{Re}(X+iY)^m` for ``m > 0`` and
+:math:`S_{l,-m} \propto q_l^{m}\, \mathrm{Im}(X+iY)^{m}`.  Both factors obey
+short recurrences:
+
+.. math::
+   (X + iY)^{m+1} = (X + iY)^m\,(X + iY), \qquad
+   (l - m)\, q_l^m = (2l - 1)\, Z\, q_{l-1}^m - (l + m - 1)\, r^2\, q_{l-2}^m,
+
+started from the constant :math:`q_m^m = (2m-1)!!`.  We propagate the
+*normalised* factors :math:`\hat q_l^m = c_{lm} q_l^m` with
+:math:`c_{lm} = \sqrt{(2l+1)\,(l-m)!/(l+m)!}\ (\times\sqrt 2 \text{ if } m > 0)`:
+
+.. math::
+   \hat q_l^m = \alpha_{lm}\, Z\, \hat q_{l-1}^m - \beta_{lm}\, r^2\, \hat q_{l-2}^m, \quad
+   \alpha_{lm} = \sqrt{\tfrac{(2l+1)(2l-1)}{(l-m)(l+m)}}, \quad
+   \beta_{lm} = \sqrt{\tfrac{2l+1}{2l-3}\,\tfrac{(l-m-1)(l+m-1)}{(l-m)(l+m)}},
+
+and :math:`\hat q_l^l = \hat q_{l-1}^{l-1} \sqrt{(2l+1)/(2l)}` (times
+:math:`\sqrt 2` for ``l = 1``): square roots of small rationals, no factorials,
+so any ``l`` works.  Then :math:`Y_{l,\pm m} = \hat q_l^m \times (\mathrm{Re}, \mathrm{Im})(X+iY)^m`
+has :math:`\sum_m Y_{lm}^2 = 2l+1` on the unit sphere (``"component"``).  Each
+``(l, m)`` costs two or three elementwise tensor operations (one fused
+``addcmul``), and the rows are stacked once at the end.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from .so3 import _check_l
+
+__all__ = ["spherical_harmonics", "SphericalHarmonics"]
+
+_NORMALIZATIONS = ("component", "norm", "integral")
+
+
+@functools.lru_cache(maxsize=None)
+def _coefficients(lmax: int):
+    r"""Python floats ``alpha[l][m]``, ``beta[l][m]`` (``m <= l-1``, ``m <= l-2``) and ``diag[l]`` = :math:`\hat q_l^l`."""
+    alpha = [[math.sqrt((2 * l + 1) * (2 * l - 1) / ((l - m) * (l + m))) for m in range(l)] for l in range(lmax + 1)]
+    beta = [
+        [math.sqrt((2 * l + 1) / (2 * l - 3) * (l - m - 1) * (l + m - 1) / ((l - m) * (l + m))) for m in range(l - 1)]
+        for l in range(lmax + 1)
+    ]
+    diag = [1.0]
+    for l in range(1, lmax + 1):
+        diag.append(diag[-1] * math.sqrt((2 * l + 1) / (2 * l)) * (math.sqrt(2) if l == 1 else 1.0))
+    return alpha, beta, diag
+
+
+def _parse_ls(l):
+    if isinstance(l, (list, tuple)):
+        if len(l) == 0:
+            raise ValueError("l must be a non-negative int or a non-empty list of them, got []")
+        return [_check_l(li, "l") for li in l]
+    return [_check_l(l, "l")]
+
+
+def spherical_harmonics(l, x: torch.Tensor, normalize: bool = True, normalization: str = "component") -> torch.Tensor:
+    r"""Real spherical harmonics of the points ``x`` ``[..., 3]`` -> ``[..., sum(2l+1)]``.
+
+    Args:
+        l: an int, or a list/tuple of ints whose blocks are concatenated in that order.
+        x: points ``[..., 3]``, floating point (the output has its dtype and device).
+        normalize: project ``x`` to the unit sphere first (default).  If ``False`` the
+            result is the homogeneous harmonic polynomial :math:`|x|^l Y_{lm}(\hat x)`.
+        normalization: ``"component"`` (:math:`\sum_m Y_{lm}^2 = 2l+1`, default),
+            ``"norm"`` (:math:`\sum_m Y_{lm}^2 = 1`) or ``"integral"``
+            (:math:`\int_{S^2} Y_{lm}^2 = 1`); see :mod:`minequi.conventions`.
+
+    Contract: :math:`Y^l(R x) = D^l(R) Y^l(x)` with :func:`minequi.wigner_D`,
+    :math:`Y^l(-x) = (-1)^l Y^l(x)`, and for ``l = 1`` (``"component"``)
+    :math:`Y^1(x) = \sqrt 3\, x / |x|`.  Equal to e3nn's ``o3.spherical_harmonics``.
+    Differentiable (autograd) in ``x``.
+
+    At ``x = 0`` with ``normalize=True`` the direction is undefined; the output is
+    then defined as the value of the harmonic polynomials at the origin: the
+    constant for ``l = 0`` and zero for every ``l >= 1`` (as in e3nn), never NaN.
+
+    >>> x = torch.tensor([[0.0, 0.0, 2.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    >>> spherical_harmonics([0, 1], x)
+    tensor([[1.0000, 0.0000, 0.0000, 1.7321],
+            [1.0000, 0.0000, 0.0000, 0.0000]], dtype=torch.float64)
+    >>> y = spherical_harmonics(4, torch.randn(5, 3, dtype=torch.float64))
+    >>> bool(torch.allclose(y.pow(2).sum(-1), torch.full((5,), 9.0, dtype=torch.float64)))
+    True
+    """
+    ls = _parse_ls(l)
+    if normalization not in _NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
+    if not torch.is_tensor(x):
+        raise TypeError(f"x must be a torch.Tensor of shape [..., 3], got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+    if x.dim() < 1 or x.shape[-1] != 3:
+        raise ValueError(f"x must have shape [..., 3], got {tuple(x.shape)}")
+    lmax = max(ls)
+    batch = x.shape[:-1]
+    xf = x.reshape(-1, 3)  # [N, 3]
+    N = xf.shape[0]
+    if normalize:
+        r = torch.linalg.vector_norm(xf, dim=1)  # [N] (no overflow/underflow, gradient 0 at x = 0)
+        nonzero = r > 0  # [N]
+        r = torch.where(nonzero, r, 1.0)  # the zero vector stays zero
+        xs, ys, zs = xf[:, 0] / r, xf[:, 1] / r, xf[:, 2] / r  # [N] each, contiguous
+    else:
+        xs, ys, zs = xf.T.contiguous()  # [N] each
+    X, Y, Z = zs, xs, ys  # relabelled coordinates: the polar axis Z is y
+    r2 = None if normalize else X * X + Y * Y + Z * Z  # (|x| = 1 when normalized)
+    alpha, beta, diag = _coefficients(lmax)
+
+    # Re and Im of (X + iY)^m, m = 1..lmax
+    A, B = [None, X], [None, Y]
+    for m in range(1, lmax):
+        A.append(torch.addcmul(X * A[m], Y, B[m], value=-1))  # X A - Y B
+        B.append(torch.addcmul(X * B[m], Y, A[m]))  # X B + Y A
+
+    # q[l][m] = hat q_l^m (a tensor [N], or a python float when it is constant, m = l)
+    q = []
+    factors = {}  # l -> its 2l+1 rows (m = -l..l), each as a pair of factors (row = a * b)
+    ones = torch.ones_like(X)
+    mask = None if not normalize or bool(nonzero.all()) else nonzero.to(x.dtype)  # zero rows present
+    for li in range(lmax + 1):
+        ql = []
+        for m in range(li + 1):
+            if m == li:
+                ql.append(diag[li])
+            elif m == li - 1:
+                ql.append(Z * (alpha[li][m] * diag[m]))
+            else:
+                prev2 = q[li - 2][m]
+                if r2 is not None:
+                    prev2 = r2 * prev2
+                if isinstance(prev2, float):
+                    ql.append((Z * q[li - 1][m]).mul_(alpha[li][m]).sub_(beta[li][m] * prev2))
+                else:
+                    ql.append(torch.addcmul(prev2 * -beta[li][m], Z, q[li - 1][m], value=alpha[li][m]))
+        q.append(ql)
+        if li in ls:
+            # m = 0 row: q_l^0 (at x = 0 the polynomial vanishes for l >= 1, hence the mask)
+            zero = (ones, 1.0) if li == 0 else (ql[0], 1.0 if mask is None else mask)
+            neg = [(B[m], ql[m]) for m in range(li, 0, -1)]
+            pos = [(A[m], ql[m]) for m in range(1, li + 1)]
+            factors[li] = neg + [zero] + pos
+        if li >= 2:
+            q[li - 2] = None  # no longer needed
+
+    rows = [ab for li in ls for ab in factors[li]]
+    if torch.is_grad_enabled() and x.requires_grad:
+        out_t = torch.stack([a * b for a, b in rows])  # [dim, N]
+    else:  # same values, written straight into one buffer (out= does not support autograd)
+        out_t = torch.empty(len(rows), N, dtype=x.dtype, device=x.device)  # [dim, N]
+        for i, (a, b) in enumerate(rows):
+            torch.mul(a, b, out=out_t[i])
+    if normalization != "component":
+        scale = [1 / math.sqrt(4 * math.pi if normalization == "integral" else 2 * li + 1)
+                 for li in ls for _ in range(2 * li + 1)]
+        out_t = out_t * torch.tensor(scale, dtype=x.dtype, device=x.device)[:, None]
+    # Building contiguous rows and transposing once is much faster than stacking along the last dim.
+    out = out_t.T.contiguous()  # [N, dim]
+    return out.reshape(*batch, out.shape[-1])
+
+
+class SphericalHarmonics(torch.nn.Module):
+    r"""Module form of :func:`spherical_harmonics`: ``x`` ``[..., 3]`` -> ``[..., sum(2l+1)]``.
+
+    ``ls`` is an int ``lmax`` (meaning ``l = 0..lmax``) or a list of degrees.
+
+    >>> sh = SphericalHarmonics(2)
+    >>> sh(torch.randn(7, 3)).shape
+    torch.Size([7, 9])
+    """
+
+    def __init__(self, ls, normalize: bool = True, normalization: str = "component"):
+        super().__init__()
+        if isinstance(ls, (list, tuple)):
+            self.ls = _parse_ls(ls)
+        else:
+            self.ls = list(range(_check_l(ls, "lmax") + 1))
+        if normalization not in _NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
+        self.normalize = normalize
+        self.normalization = normalization
+
+    def forward(self, x):
+        return spherical_harmonics(self.ls, x, self.normalize, self.normalization)
+
+    def extra_repr(self):
+        return f"ls={self.ls}, normalize={self.normalize}, normalization={self.normalization!r}"
