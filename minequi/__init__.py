@@ -8,10 +8,14 @@ documented once, in :mod:`minequi.conventions`.
 """
 from .testing import rand_rotation, rand_orthogonal, assert_equivariant, equivariance_error
 from .groups import FiniteGroup, cyclic_group, dihedral_group
+from .groupconv import LiftingConv2d, GroupConv2d, GroupPool, SpatialPool2d, group_pool, spatial_pool, transform_image, transform_feature_map
 
 from .irreps import Irrep, Irreps
 from .so3 import so3_generators, wigner_D
 from .spherical_harmonics import spherical_harmonics, SphericalHarmonics
 from .clebsch_gordan import clebsch_gordan
+from .tensor_product import TensorProduct
+from .linear import Linear
+from .gate import Gate
 
 __version__ = "0.1.0"

@@ -225,6 +225,22 @@ class EquivarianceReport:
         )
 
 
+def _unravel(idx: int, shape) -> tuple:
+    """Multi-index of flat index ``idx`` in a row-major array of ``shape``.
+
+    (Plain Python: ``torch.unravel_index`` runs ``torch._check``, which imports sympy,
+    and minequi must run where only torch and numpy are installed.)
+
+    >>> _unravel(5, (2, 3)), _unravel(0, ())
+    ((1, 2), ())
+    """
+    entry = []
+    for n in reversed(tuple(shape)):
+        idx, i = divmod(idx, n)
+        entry.append(i)
+    return tuple(reversed(entry))
+
+
 def _as_tuple(x):
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
@@ -300,7 +316,7 @@ def equivariance_report(
                 err_k = e
             if e > worst[0]:
                 idx = int(diff.reshape(-1).nan_to_num(float("inf")).argmax())
-                worst = (e, k, j, tuple(int(i) for i in torch.unravel_index(torch.tensor(idx), diff.shape)))
+                worst = (e, k, j, _unravel(idx, diff.shape))
         errors.append(err_k)
     e, k, j, entry = worst
     return EquivarianceReport(max(e, 0.0), tuple(errors), k, j, entry, scale)
