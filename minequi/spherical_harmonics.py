@@ -162,17 +162,15 @@ def spherical_harmonics(l, x: torch.Tensor, normalize: bool = True, normalizatio
 
     rows = [ab for li in ls for ab in factors[li]]
     if torch.is_grad_enabled() and x.requires_grad:
-        out_t = torch.stack([a * b for a, b in rows])  # [dim, N]
-    else:  # same values, written straight into one buffer (out= does not support autograd)
-        out_t = torch.empty(len(rows), N, dtype=x.dtype, device=x.device)  # [dim, N]
+        out = torch.stack([a * b for a, b in rows], dim=-1)  # [N, dim]
+    else:  # same values, each column written straight into the output (out= has no autograd)
+        out = torch.empty(N, len(rows), dtype=x.dtype, device=x.device)  # [N, dim]
         for i, (a, b) in enumerate(rows):
-            torch.mul(a, b, out=out_t[i])
+            torch.mul(a, b, out=out[:, i])
     if normalization != "component":
         scale = [1 / math.sqrt(4 * math.pi if normalization == "integral" else 2 * li + 1)
                  for li in ls for _ in range(2 * li + 1)]
-        out_t = out_t * torch.tensor(scale, dtype=x.dtype, device=x.device)[:, None]
-    # Building contiguous rows and transposing once is much faster than stacking along the last dim.
-    out = out_t.T.contiguous()  # [N, dim]
+        out = out * torch.tensor(scale, dtype=x.dtype, device=x.device)
     return out.reshape(*batch, out.shape[-1])
 
 
