@@ -6,27 +6,12 @@ repeats, and print the ratio e3nn / minequi (> 1 means minequi is faster).
 Run:  .venv/bin/python benchmarks/bench_spherical_harmonics.py [--repeats 15] [--threads 0]
 """
 import argparse
-import statistics
-import time
 
 import torch
 
 from minequi.so3 import wigner_D
 from minequi.spherical_harmonics import spherical_harmonics
-
-
-def median_times(fns, repeats, warmup=2):
-    """Median wall time of each function; the repeats are interleaved so that load changes hit all alike."""
-    for fn in fns:
-        for _ in range(warmup):
-            fn()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, ts in zip(fns, times):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-    return [statistics.median(ts) for ts in times]
+from timing import median_times  # benchmarks/timing.py
 
 
 def main():

@@ -10,29 +10,14 @@ Prints medians of interleaved repeats and the ratio e3nn / minequi (> 1: minequi
 Run:  .venv/bin/python benchmarks/bench_tensor_product.py [--batch 10000] [--repeats 9] [--threads 0]
 """
 import argparse
-import statistics
-import time
 
 import torch
 
 from minequi import Irreps, TensorProduct
 from minequi.testing import equivariance_error, haar_o3
+from timing import median_times  # benchmarks/timing.py
 
 IN1, IN2, OUT = "16x0e+16x1o+16x2e", "0e+1o+2e", "16x0e+16x1o+16x2e"
-
-
-def median_times(fns, repeats, warmup=2):
-    """Median wall time of each function; the repeats are interleaved so that load changes hit all alike."""
-    for fn in fns:
-        for _ in range(warmup):
-            fn()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, ts in zip(fns, times):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-    return [statistics.median(ts) for ts in times]
 
 
 def equivariance(tp, per_sample):

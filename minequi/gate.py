@@ -131,12 +131,7 @@ class Gate(nn.Module):
         self.irreps_out = Irreps(list(scalars_out) + list(Irreps(gated_out).simplify()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.is_tensor(x):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if x.ndim == 0 or x.shape[-1] != self.irreps_in.dim:
-            raise ValueError(
-                f"x must have shape [..., {self.irreps_in.dim}] for irreps_in {self.irreps_in} "
-                f"(scalars + gates + gated), got {tuple(x.shape)}")
+        self.irreps_in.check_features(x, "x", "irreps_in (scalars + gates + gated)")
         ns, ng = self.irreps_scalars.dim, self.irreps_gates.dim
         s, g, v = x[..., :ns], x[..., ns:ns + ng], x[..., ns + ng:]
         outs = []

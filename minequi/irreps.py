@@ -294,6 +294,24 @@ class Irreps(tuple):
         """
         return torch.randn(*batch, self.dim, dtype=dtype, device=device, generator=generator)
 
+    def check_features(self, x, name: str = "x", label: str = "irreps") -> None:
+        """Raise a clear error unless ``x`` is a tensor of shape ``[..., dim]``.
+
+        Every layer on irreps features validates its inputs with this one method, so
+        the messages name the argument, the irreps and the expected last dimension.
+
+        >>> Irreps("2x0e+1x1o").check_features(torch.zeros(4, 5))
+        >>> Irreps("2x0e+1x1o").check_features(torch.zeros(4, 3), "x1")
+        Traceback (most recent call last):
+        ...
+        ValueError: x1 must have shape [..., 5] for irreps 2x0e+1x1o, got (4, 3)
+        """
+        if not torch.is_tensor(x):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.ndim == 0 or x.shape[-1] != self.dim:
+            raise ValueError(f"{name} must have shape [..., {self.dim}] for {label} {self}, "
+                             f"got {tuple(x.shape)}")
+
     def D_from_matrix(self, Q: torch.Tensor) -> torch.Tensor:
         r"""Block-diagonal representation ``[..., dim, dim]`` of ``Q`` in O(3) ``[..., 3, 3]``.
 

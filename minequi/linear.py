@@ -94,12 +94,7 @@ class Linear(nn.Module):
         return f"{self.irreps_in} -> {self.irreps_out}, weight_numel={self.weight_numel}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.is_tensor(x):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if x.ndim == 0 or x.shape[-1] != self.irreps_in.dim:
-            raise ValueError(
-                f"x must have shape [..., {self.irreps_in.dim}] for irreps_in {self.irreps_in}, "
-                f"got {tuple(x.shape)}")
+        self.irreps_in.check_features(x, "x", "irreps_in")
         batch = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1])  # [B, dim_in]
         B = x.shape[0]

@@ -228,13 +228,8 @@ class TensorProduct(nn.Module):
                 f"{len(self.paths)} paths, weight_numel={self.weight_numel}")
 
     def _check(self, x1, x2, weight):
-        for name, x, irreps in (("x1", x1, self.irreps_in1), ("x2", x2, self.irreps_in2)):
-            if not torch.is_tensor(x):
-                raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-            if x.ndim == 0 or x.shape[-1] != irreps.dim:
-                raise ValueError(
-                    f"{name} must have shape [..., {irreps.dim}] for irreps {irreps}, "
-                    f"got {tuple(x.shape)}")
+        self.irreps_in1.check_features(x1, "x1")
+        self.irreps_in2.check_features(x2, "x2")
         try:
             batch = torch.broadcast_shapes(x1.shape[:-1], x2.shape[:-1])
         except RuntimeError:
