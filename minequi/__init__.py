@@ -17,5 +17,7 @@ from .clebsch_gordan import clebsch_gordan
 from .tensor_product import TensorProduct
 from .linear import Linear
 from .gate import Gate
+from .graph import radius_graph, scatter_sum, scatter_mean
+from .radial import BesselBasis, PolynomialCutoff
 
 __version__ = "0.1.0"
