@@ -286,13 +286,48 @@ class Irreps(tuple):
         """
         return Irreps(sorted(self, key=lambda mul_ir: (mul_ir.ir.l, mul_ir.ir.p)))
 
-    def randn(self, *batch, dtype=None, device=None, generator=None) -> torch.Tensor:
-        """Standard normal features of shape ``[*batch, dim]``.
+    def randn(self, *size, dtype=None, device=None, generator=None) -> torch.Tensor:
+        """Standard normal features (every component ~ N(0, 1)) in one of two forms.
 
-        >>> Irreps("2x1o").randn(4, 5).shape
-        torch.Size([4, 5, 6])
+        * ``randn(*batch)``: shape ``[*batch, dim]``, the irreps dimension last (``randn()``
+          gives ``[dim]``; a single tuple or ``torch.Size`` is read as ``batch``, as in
+          ``torch.randn``).
+        * e3nn's form: exactly one ``-1`` in ``size`` marks where the irreps dimension goes,
+          so ``randn(10, -1)`` is ``[10, dim]`` and ``randn(-1, 5)`` is ``[dim, 5]``.
+
+        Every other entry must be a non-negative int; a second ``-1``, another negative
+        number or a non-integer raises a ``ValueError``/``TypeError`` naming it.
+        (e3nn's ``normalization="norm"`` is not offered: these are component-normalized.)
+
+        >>> irreps = Irreps("2x1o")
+        >>> irreps.randn(4, 5).shape, irreps.randn(10, -1).shape, irreps.randn(-1, 5).shape
+        (torch.Size([4, 5, 6]), torch.Size([10, 6]), torch.Size([6, 5]))
+        >>> irreps.randn(-1, -1)
+        Traceback (most recent call last):
+        ...
+        ValueError: Irreps.randn: size may contain at most one -1 (the irreps dimension), got (-1, -1)
         """
-        return torch.randn(*batch, self.dim, dtype=dtype, device=device, generator=generator)
+        if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)):
+            size = tuple(size[0])
+        dims = []
+        for i, n in enumerate(size):
+            ni = _as_int(n)
+            if ni is None:
+                raise TypeError(f"Irreps.randn: size entries must be ints, got {n!r} at position {i} "
+                                f"of {tuple(size)!r}")
+            if ni < -1:
+                raise ValueError(f"Irreps.randn: size entries must be non-negative, or -1 to mark "
+                                 f"the irreps dimension, got {ni} at position {i} of {tuple(size)!r}")
+            dims.append(ni)
+        count = dims.count(-1)
+        if count > 1:
+            raise ValueError(f"Irreps.randn: size may contain at most one -1 (the irreps dimension), "
+                             f"got {tuple(size)!r}")
+        if count == 0:
+            dims.append(self.dim)  # current form: irreps dimension last
+        else:
+            dims[dims.index(-1)] = self.dim  # e3nn's form
+        return torch.randn(*dims, dtype=dtype, device=device, generator=generator)  # [*size, dim] or size with -1 -> dim
 
     def check_features(self, x, name: str = "x", label: str = "irreps") -> None:
         """Raise a clear error unless ``x`` is a tensor of shape ``[..., dim]``.

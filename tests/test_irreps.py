@@ -115,6 +115,45 @@ def test_randn():
     assert irreps.randn().shape == (5,)
 
 
+
+def test_randn_e3nn_form():
+    """e3nn's ``irreps.randn(10, -1)``: the one -1 marks where the irreps dimension goes."""
+    irreps = Irreps("2x0e+1x1o")  # dim 5
+    assert irreps.randn(10, -1).shape == (10, 5)
+    assert irreps.randn(-1).shape == (5,)
+    assert irreps.randn(-1, 7).shape == (5, 7)
+    assert irreps.randn(2, -1, 3).shape == (2, 5, 3)
+    assert irreps.randn(0, -1).shape == (0, 5)
+    # a tuple / torch.Size is read as the size, in either form
+    assert irreps.randn((4, 3)).shape == (4, 3, 5) == irreps.randn(torch.Size([4, 3])).shape
+    assert irreps.randn([10, -1]).shape == (10, 5)
+    import numpy as np
+
+    assert irreps.randn(np.int64(3), -1).shape == (3, 5)
+    # the same random numbers as the current form, only placed differently
+    a = irreps.randn(10, -1, dtype=torch.float64, generator=gen(2))
+    b = irreps.randn(10, dtype=torch.float64, generator=gen(2))
+    assert a.dtype == torch.float64 and torch.equal(a, b)
+    # the e3nn form agrees with e3nn itself where it is installed (the bench extra)
+    o3 = pytest.importorskip("e3nn.o3")
+    for size in [(10, -1), (-1,), (-1, 7), (2, -1, 3)]:
+        assert irreps.randn(*size).shape == o3.Irreps("2x0e+1x1o").randn(*size).shape
+
+
+@pytest.mark.parametrize("size, exc, msg", [
+    ((-1, -1), ValueError, r"may contain at most one -1 \(the irreps dimension\), got \(-1, -1\)"),
+    ((3, -1, 2, -1), ValueError, r"may contain at most one -1 .*got \(3, -1, 2, -1\)"),
+    ((10, -2), ValueError, r"entries must be non-negative, or -1 .*got -2 at position 1 of \(10, -2\)"),
+    ((-5,), ValueError, r"entries must be non-negative, or -1 .*got -5 at position 0"),
+    ((2.0, -1), TypeError, r"entries must be ints, got 2\.0 at position 0"),
+    ((3, "x"), TypeError, r"entries must be ints, got 'x' at position 1"),
+    ((True, -1), TypeError, r"entries must be ints, got True"),
+])
+def test_randn_bad_size(size, exc, msg):
+    with pytest.raises(exc, match=r"^Irreps\.randn: size " + msg):
+        Irreps("2x0e+1x1o").randn(*size)
+
+
 # ----------------------------------------------------------------------------- D_from_matrix
 def test_D_from_matrix_low_irreps():
     Q = rand_orthogonal(200, generator=gen(2))
