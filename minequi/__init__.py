@@ -19,5 +19,6 @@ from .linear import Linear
 from .gate import Gate
 from .graph import radius_graph, scatter_sum, scatter_mean
 from .radial import BesselBasis, PolynomialCutoff
+from .egnn import EGNNLayer, EGNN
 
 __version__ = "0.1.0"

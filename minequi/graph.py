@@ -58,6 +58,11 @@ __all__ = [
 _INDEX_DTYPES = (torch.int64, torch.int32)
 
 
+def _is_size(n) -> bool:
+    """A non-negative int (or a symbolic size, as torch.compile passes with dynamic shapes)."""
+    return isinstance(n, (int, torch.SymInt)) and not isinstance(n, bool) and n >= 0
+
+
 def _value_checks_enabled(validate: bool) -> bool:
     """Value checks need a host sync: skip them when asked, and while torch.compile traces."""
     return bool(validate) and not torch.compiler.is_compiling()
@@ -103,7 +108,7 @@ def check_edge_index(edge_index, num_nodes: int, name: str = "edge_index", valid
         raise TypeError(f"{name} must be an integer tensor (int64 or int32) [2, E], got dtype {edge_index.dtype}")
     if edge_index.dim() != 2 or edge_index.shape[0] != 2:
         raise ValueError(f"{name} must have shape [2, E], got {list(edge_index.shape)}")
-    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 0:
+    if not _is_size(num_nodes):
         raise TypeError(f"num_nodes must be a non-negative int, got {num_nodes!r}")
     if _value_checks_enabled(validate) and edge_index.numel() > 0:
         lo, hi = torch.aminmax(edge_index)
@@ -173,7 +178,7 @@ def scatter_sum(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.
             [5.]])
     """
     _check_index(index, src)
-    if isinstance(dim_size, bool) or not isinstance(dim_size, int) or dim_size < 0:
+    if not _is_size(dim_size):
         raise TypeError(f"dim_size must be a non-negative int, got {dim_size!r}")
     out = src.new_zeros((dim_size,) + tuple(src.shape[1:]))  # [dim_size, ...]
     return out.index_add(0, index, src)  # [dim_size, ...]
