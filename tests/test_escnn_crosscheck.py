@@ -61,7 +61,8 @@ def minequi_D(l, R):
 def intertwiner(G, l, n_samples=4, seed=1):
     r"""The orthogonal :math:`Q` with :math:`\rho^\text{escnn}_l(g) Q = Q D^l(R)` on ``n_samples`` Haar samples.
 
-    Stacks :math:`(I \otimes A - B^\top \otimes I)\, \mathrm{vec}(Q) = 0` (column-major vec) for each sample
+    Stacks :math:`(A \otimes I - I \otimes B^\top)\, \mathrm{vec}(Q) = 0` for each sample, with ``vec``
+    reading ``Q`` row by row (the book's convention, ``book/conventions.md``),
     and takes the right singular vector of the smallest singular value; returns ``Q`` scaled to
     :math:`Q^\top Q = I` and the two smallest singular values (to check the null space is one-dimensional).
     """
@@ -69,9 +70,9 @@ def intertwiner(G, l, n_samples=4, seed=1):
     rows = []
     for R in haar(n_samples, seed):
         A, B = escnn_irrep(G, l, R), minequi_D(l, R)
-        rows.append(np.kron(np.eye(d), A) - np.kron(B.T, np.eye(d)))
+        rows.append(np.kron(A, np.eye(d)) - np.kron(np.eye(d), B.T))  # vec(A Q - Q B), row-major
     _, s, vt = np.linalg.svd(np.concatenate(rows))
-    Q = vt[-1].reshape(d, d, order="F")
+    Q = vt[-1].reshape(d, d)  # row-major, like the vec above
     Q = Q / np.sqrt((Q.T @ Q)[0, 0])
     idx = np.argmax(np.abs(Q).reshape(-1))  # fix the sign: the largest entry is positive
     Q = Q * np.sign(Q.reshape(-1)[idx])
