@@ -48,6 +48,9 @@ def _activation_parity(act: Callable) -> int:
 
 
 def _acts(acts, irreps, name):
+    if isinstance(acts, str):
+        raise TypeError(f"{name} must be a callable (e.g. torch.relu) or a list of callables, one per entry "
+                        f"of {irreps}; got the string {acts!r} (activations are not looked up by name)")
     if callable(acts):
         return [acts] * len(irreps)
     acts = list(acts)
@@ -56,7 +59,7 @@ def _acts(acts, irreps, name):
                          f"({len(irreps)} entries), got {len(acts)}")
     for a in acts:
         if not callable(a):
-            raise TypeError(f"{name} must contain callables, got {type(a).__name__}")
+            raise TypeError(f"{name} must contain callables, got {a!r} of type {type(a).__name__}")
     return acts
 
 
@@ -132,6 +135,8 @@ class Gate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.irreps_in.check_features(x, "x", "irreps_in (scalars + gates + gated)")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
         ns, ng = self.irreps_scalars.dim, self.irreps_gates.dim
         s, g, v = x[..., :ns], x[..., ns:ns + ng], x[..., ns + ng:]
         outs = []

@@ -275,6 +275,11 @@ class _PlaneGroupConv(nn.Module):
             raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
         if not x.is_floating_point():
             raise TypeError(f"input must be a floating-point tensor, got dtype {x.dtype}")
+        w = self.weight
+        if x.dtype != w.dtype or x.device != w.device:
+            raise TypeError(
+                f"{type(self).__name__}: the input is {x.dtype} on {x.device} but the parameters are "
+                f"{w.dtype} on {w.device}; a module's parameters must match its input (use .to(...) on one)")
 
     def extra_repr(self) -> str:
         return (
@@ -396,6 +401,19 @@ def group_pool(x: torch.Tensor, reduce: str = "max") -> torch.Tensor:
     raise ValueError(f"reduce must be 'max' or 'mean', got {reduce!r}")
 
 
+def _check_pool_args(kernel_size, stride, padding):
+    """``(kernel_size, stride, padding)`` as ints; ``ValueError``/``TypeError`` naming the bad one."""
+    k = _check_positive_int(kernel_size, "kernel_size")
+    s = k if stride is None else _check_positive_int(stride, "stride")
+    if isinstance(padding, bool) or not isinstance(padding, numbers.Integral):
+        raise TypeError(f"padding must be an int (0 <= padding <= kernel_size // 2), got {padding!r}")
+    if not 0 <= padding <= k // 2:
+        raise ValueError(
+            f"padding must satisfy 0 <= padding <= kernel_size // 2 = {k // 2}, got {padding} "
+            f"(a larger padding makes windows that lie entirely in the padding)")
+    return k, s, int(padding)
+
+
 def spatial_pool(x: torch.Tensor, kernel_size: int, stride: int | None = None, padding: int = 0,
                  reduce: str = "max") -> torch.Tensor:
     r"""Spatial max/mean pooling of images ``[B, C, H, W]`` or group feature maps ``[B, C, |G|, H, W]``.
@@ -415,8 +433,7 @@ def spatial_pool(x: torch.Tensor, kernel_size: int, stride: int | None = None, p
     """
     if not torch.is_tensor(x) or x.ndim not in (4, 5):
         raise ValueError(f"x must be [B, C, H, W] or [B, C, |G|, H, W], got {getattr(x, 'shape', type(x))}")
-    k = _check_positive_int(kernel_size, "kernel_size")
-    s = k if stride is None else _check_positive_int(stride, "stride")
+    k, s, padding = _check_pool_args(kernel_size, stride, padding)
     for name, size in (("H", x.shape[-2]), ("W", x.shape[-1])):
         if size + 2 * padding < k or (size + 2 * padding - k) % s != 0:
             raise ValueError(
@@ -424,7 +441,8 @@ def spatial_pool(x: torch.Tensor, kernel_size: int, stride: int | None = None, p
                 f"non-negative multiple of stride={s}, so that the windows are symmetric about the centre"
             )
     shape = x.shape
-    flat = x.reshape(-1, 1, *shape[-2:]) if x.ndim == 4 else x.reshape(shape[0], -1, *shape[-2:])
+    # [B, C*|G|, H, W] (explicit sizes: an empty batch has no inferable -1)
+    flat = x if x.ndim == 4 else x.reshape(shape[0], shape[1] * shape[2], *shape[-2:])
     if reduce == "max":
         y = F.max_pool2d(flat, k, s, padding)
     elif reduce == "mean":
@@ -452,6 +470,9 @@ class SpatialPool2d(nn.Module):
 
     def __init__(self, kernel_size: int, stride: int | None = None, padding: int = 0, reduce: str = "max"):
         super().__init__()
+        _check_pool_args(kernel_size, stride, padding)
+        if reduce not in ("max", "mean"):
+            raise ValueError(f"reduce must be 'max' or 'mean', got {reduce!r}")
         self.kernel_size, self.stride, self.padding, self.reduce = kernel_size, stride, padding, reduce
 
     def forward(self, x):

@@ -95,10 +95,16 @@ class Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.irreps_in.check_features(x, "x", "irreps_in")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+        if x.dtype != self.weight.dtype or x.device != self.weight.device:
+            raise TypeError(
+                f"Linear: x is {x.dtype} on {x.device} but the parameters are {self.weight.dtype} on "
+                f"{self.weight.device}; a module's parameters must match its input (use .to(...) on one)")
         batch = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1])  # [B, dim_in]
         B = x.shape[0]
-        weight = self.weight.to(x.dtype)
+        weight = self.weight
         outs = [None] * len(self.irreps_out)
         for i, o, w0, w1, alpha in self._blocks:
             mul_in, ir = self.irreps_in[i]
@@ -109,7 +115,7 @@ class Linear(nn.Module):
             outs[o] = y if outs[o] is None else outs[o] + y
         if self.bias is not None:
             for o, b0, b1 in self._bias_slices:
-                b = self.bias[b0:b1].to(x.dtype)[None, :, None]  # [1, W, 1]
+                b = self.bias[b0:b1][None, :, None]  # [1, W, 1]
                 outs[o] = b.expand(B, -1, -1) if outs[o] is None else outs[o] + b
         out = [x.new_zeros(B, mul * ir.dim) if y is None else y.reshape(B, mul * ir.dim)
                for y, (mul, ir) in zip(outs, self.irreps_out)]

@@ -44,9 +44,10 @@ import operator
 
 import torch
 
-__all__ = ["so3_generators", "wigner_D", "matrix_to_quaternion", "check_orthogonal"]
+__all__ = ["so3_generators", "wigner_D", "matrix_to_quaternion", "check_orthogonal", "GENERATORS_LMAX"]
 
 
+@torch.compiler.assume_constant_result  # under torch.compile: a constant, built once, not traced
 @functools.lru_cache(maxsize=None)
 def _generators_float64(l: int) -> torch.Tensor:
     n = 2 * l + 1
@@ -109,12 +110,19 @@ def so3_generators(l: int, *, dtype=torch.float64, device=None) -> torch.Tensor:
     >>> bool(torch.allclose(J[0] @ J[1] - J[1] @ J[0], J[2], atol=1e-12))
     True
     """
-    l = _check_l(l, "l")
+    l = _check_l(l, "l", lmax=GENERATORS_LMAX)
     return _generators_float64(l).to(dtype=dtype, device=device)
 
 
-def _check_l(l, name):
-    """``l`` as a Python int; ``TypeError`` unless an integer, ``ValueError`` if negative."""
+#: Largest ``l`` of :func:`so3_generators` and :func:`wigner_D`.  Building the generators takes
+#: about a dozen dense complex ``(2l+1) x (2l+1)`` matrices (about 0.8 GB and a minute on two
+#: cores at l = 1000, growing as l^2 in memory and l^3 in time), and every ``D^l`` is dense.  No
+#: model needs l in the hundreds; a larger l is refused *before* anything is allocated.
+GENERATORS_LMAX = 1000
+
+
+def _check_l(l, name, lmax=None):
+    """``l`` as a Python int; ``TypeError`` unless an integer, ``ValueError`` if negative (or above ``lmax``)."""
     if isinstance(l, bool):
         raise TypeError(f"{name} must be a non-negative int, got {l!r}")
     try:
@@ -123,19 +131,43 @@ def _check_l(l, name):
         raise TypeError(f"{name} must be a non-negative int, got {l!r}") from None
     if l < 0:
         raise ValueError(f"{name} must be a non-negative int, got {l}")
+    if lmax is not None and l > lmax:
+        n = 2 * l + 1
+        raise ValueError(
+            f"{name} = {l} is above the supported maximum {lmax}: the dense {n} x {n} generator and "
+            f"Wigner matrices would need about {12 * 16 * n * n / 2**30:.3g} GiB to build "
+            f"(see minequi.so3.GENERATORS_LMAX)")
     return l
 
 
 def _tolerance(dtype) -> float:
-    return max(1e-6, 1e3 * torch.finfo(dtype).eps)
+    """Orthogonality tolerance on ``|Q Q^T - I|`` for a matrix stored in ``dtype``.
+
+    float32/float64: ``max(1e-6, 1000 eps)``, room for accumulated round-off.  float16 and
+    bfloat16: ``4 eps`` (a rotation rounded to them is within about 1 eps; 1000 eps would be about
+    1 in float16 and accept ``1.3 * I``).
+    """
+    eps = torch.finfo(dtype).eps
+    return max(1e-6, 1e3 * eps) if eps < 1e-4 else 4 * eps
+
+
+def _compute_dtype(dtype):
+    """float16/bfloat16 are computed in float32 (no 16-bit ``det``/``matrix_exp``; too coarse anyway)."""
+    return torch.float32 if torch.finfo(dtype).eps > 1e-4 else dtype
 
 
 def check_orthogonal(Q: torch.Tensor, name: str = "Q", *, rotation: bool = False) -> torch.Tensor:
     """Validate that ``Q`` is a floating tensor ``[..., 3, 3]`` of orthogonal matrices.
 
     Raises ``TypeError`` (not a floating tensor) or ``ValueError`` (wrong shape,
-    ``|Q Q^T - I| > max(1e-6, 1000 eps)``, or, with ``rotation=True``, a negative
-    determinant).  Returns ``Q`` unchanged.
+    ``|Q Q^T - I|`` above the tolerance of ``Q``'s dtype, or, with ``rotation=True``, a negative
+    determinant).  The tolerance is ``max(1e-6, 1000 eps)`` in float32/float64 and ``4 eps`` in
+    float16/bfloat16, whose matrices are checked in float32.  Returns ``Q`` unchanged.
+
+    Checking the *values* needs them on the host: one synchronisation on a GPU.  Under
+    ``torch.compile`` the value check is an in-graph ``torch._assert_async`` instead (no graph
+    break, no synchronisation; it raises ``RuntimeError`` with the same message, on a GPU as a
+    device-side assertion).
 
     >>> check_orthogonal(torch.eye(3)).shape
     torch.Size([3, 3])
@@ -143,6 +175,10 @@ def check_orthogonal(Q: torch.Tensor, name: str = "Q", *, rotation: bool = False
     Traceback (most recent call last):
     ...
     ValueError: Q must be orthogonal (Q @ Q.T = I), but max |Q Q^T - I| = 3.0e+00 ...
+    >>> check_orthogonal(1.3 * torch.eye(3, dtype=torch.float16))
+    Traceback (most recent call last):
+    ...
+    ValueError: Q must be orthogonal (Q @ Q.T = I), but max |Q Q^T - I| = 6.9e-01 > 4e-03 ...
     """
     if not torch.is_tensor(Q):
         raise TypeError(f"{name} must be a torch.Tensor of shape [..., 3, 3], got {type(Q).__name__}")
@@ -152,20 +188,26 @@ def check_orthogonal(Q: torch.Tensor, name: str = "Q", *, rotation: bool = False
         raise ValueError(f"{name} must have shape [..., 3, 3], got {tuple(Q.shape)}")
     if Q.numel() == 0:
         return Q
-    eye = torch.eye(3, dtype=Q.dtype, device=Q.device)
-    err = float((Q @ Q.transpose(-1, -2) - eye).abs().max())
     tol = _tolerance(Q.dtype)
+    Qc = Q.to(_compute_dtype(Q.dtype))  # [..., 3, 3]
+    eye = torch.eye(3, dtype=Qc.dtype, device=Qc.device)  # [3, 3]
+    err = (Qc @ Qc.transpose(-1, -2) - eye).abs().amax()  # [] (NaN if Q has a NaN)
+    if torch.compiler.is_compiling():  # no host synchronisation inside a compiled graph
+        torch._assert_async(err <= tol, f"{name} must be orthogonal ({name} @ {name}.T = I) up to {tol:.0e}")
+        if rotation:
+            torch._assert_async((torch.linalg.det(Qc) > 0).all(), f"{name} must be a rotation (det = +1)")
+        return Q
+    err = float(err)  # the host synchronisation
     if not err <= tol:  # also catches NaN
         raise ValueError(
-            f"{name} must be orthogonal (Q @ Q.T = I), but max |Q Q^T - I| = {err:.1e} > {tol:.0e}"
+            f"{name} must be orthogonal ({name} @ {name}.T = I), but max |{name} {name}^T - I| = {err:.1e} > {tol:.0e} "
+            f"(the tolerance for {Q.dtype})"
         )
-    if rotation:
-        det = torch.linalg.det(Q)
-        if bool((det < 0).any()):
-            raise ValueError(
-                f"{name} must be a rotation (det = +1) but has det = -1; for reflections "
-                f"use Irrep.D_from_matrix / Irreps.D_from_matrix, which handle parity"
-            )
+    if rotation and bool((torch.linalg.det(Qc) < 0).any()):
+        raise ValueError(
+            f"{name} must be a rotation (det = +1) but has det = -1; for reflections "
+            f"use Irrep.D_from_matrix / Irreps.D_from_matrix, which handle parity"
+        )
     return Q
 
 
@@ -211,17 +253,22 @@ def _rotation_vector(R: torch.Tensor) -> torch.Tensor:
     return v * factor[..., None]  # [..., 3]
 
 
-def wigner_D(l: int, R: torch.Tensor) -> torch.Tensor:
+def wigner_D(l: int, R: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
     r"""Real Wigner D matrix :math:`D^l(R)` of rotations ``R`` ``[..., 3, 3]`` -> ``[..., 2l+1, 2l+1]``.
 
     Contract (:mod:`minequi.conventions`): :math:`Y^l(R x) = D^l(R)\, Y^l(x)`
     for the harmonics of :func:`minequi.spherical_harmonics`,
     :math:`D^l(R_1 R_2) = D^l(R_1) D^l(R_2)`, :math:`D^l` is orthogonal and
     :math:`D^1(R) = R`.  Computed as :math:`\exp(\sum_a \omega_a J^l_a)` with the
-    rotation vector :math:`\omega` from a stable quaternion; any ``l``.
+    rotation vector :math:`\omega` from a stable quaternion; ``0 <= l <= 1000``
+    (:data:`GENERATORS_LMAX`, checked before anything is allocated).
 
-    ``R`` must be orthogonal with determinant +1 (``ValueError`` otherwise; for
-    reflections use :meth:`minequi.Irrep.D_from_matrix`).
+    ``R`` must be orthogonal with determinant +1 (``ValueError`` otherwise, see
+    :func:`check_orthogonal`; for reflections use :meth:`minequi.Irrep.D_from_matrix`).
+    That check reads the values on the host (one synchronisation on a GPU); under
+    ``torch.compile`` it is an in-graph assertion instead, and ``validate=False`` skips it.
+    The output has ``R``'s dtype and device; float16/bfloat16 rotations are checked and
+    computed in float32 and the result is rounded back.
 
     >>> from minequi.testing import rand_rotation
     >>> R = rand_rotation(4, generator=torch.Generator().manual_seed(0))
@@ -233,9 +280,13 @@ def wigner_D(l: int, R: torch.Tensor) -> torch.Tensor:
     >>> bool(torch.allclose(wigner_D(2, R[0] @ R[1]), D[0] @ D[1], atol=1e-13))
     True
     """
-    l = _check_l(l, "l")
-    check_orthogonal(R, "R", rotation=True)
-    omega = _rotation_vector(R)  # [..., 3]
-    J = so3_generators(l, dtype=R.dtype, device=R.device)  # [3, n, n]
+    l = _check_l(l, "l", lmax=GENERATORS_LMAX)
+    if validate:
+        check_orthogonal(R, "R", rotation=True)
+    elif not (torch.is_tensor(R) and R.is_floating_point() and R.dim() >= 2 and R.shape[-2:] == (3, 3)):
+        check_orthogonal(R, "R")  # raises the shape / dtype error (only the values are not checked)
+    Rc = R.to(_compute_dtype(R.dtype))  # [..., 3, 3]
+    omega = _rotation_vector(Rc)  # [..., 3]
+    J = so3_generators(l, dtype=Rc.dtype, device=Rc.device)  # [3, n, n]
     A = torch.einsum("...a,aij->...ij", omega, J)  # [..., n, n]
-    return torch.linalg.matrix_exp(A)
+    return torch.linalg.matrix_exp(A).to(R.dtype)  # [..., n, n]

@@ -114,14 +114,23 @@ def spherical_harmonics(l, x: torch.Tensor, normalize: bool = True, normalizatio
     xf = x.reshape(-1, 3)  # [N, 3]
     N = xf.shape[0]
     if normalize:
-        r = torch.linalg.vector_norm(xf, dim=1)  # [N] (no overflow/underflow, gradient 0 at x = 0)
-        nonzero = r > 0  # [N]
-        r = torch.where(nonzero, r, 1.0)  # the zero vector stays zero
-        xs, ys, zs = xf[:, 0] / r, xf[:, 1] / r, xf[:, 2] / r  # [N] each, contiguous
+        # Divide by the largest |coordinate| s before squaring: |x|^2 itself underflows (all
+        # coordinates 1e-300 in float64, 1e-25 in float32) or overflows (1e200, 1e20), x / s
+        # cannot.  Column by column ([N] tensors): faster than reductions over a dimension of 3.
+        X0, Y0, Z0 = xf.unbind(1)  # [N] each
+        s = torch.maximum(torch.maximum(X0.abs(), Y0.abs()), Z0.abs())  # [N]; NaN if a coordinate is NaN
+        nonzero = s != 0  # [N]; False only at x = 0
+        s = torch.where(nonzero, s, 1.0)  # [N]
+        X0, Y0, Z0 = X0 / s, Y0 / s, Z0 / s  # [N] each, max |.| = 1 (NaN where x has an inf)
+        n2 = torch.addcmul(torch.addcmul(X0 * X0, Y0, Y0), Z0, Z0)  # [N] |x / s|^2, in [1, 3]
+        # At x = 0 divide by r = inf: the direction is 0 *with zero gradient*, so every l >= 1
+        # row and its gradient vanish there (the m = 0 rows also need the mask below).
+        r = torch.where(nonzero, n2, torch.inf).sqrt()  # [N] |x / s|
+        xs, ys, zs = X0 / r, Y0 / r, Z0 / r  # [N] each; all NaN if x has an inf or NaN
     else:
         xs, ys, zs = xf.T.contiguous()  # [N] each
     X, Y, Z = zs, xs, ys  # relabelled coordinates: the polar axis Z is y
-    r2 = None if normalize else X * X + Y * Y + Z * Z  # (|x| = 1 when normalized)
+    r2 = None if normalize else X * X + Y * Y + Z * Z  # [N] (|x| = 1 when normalized)
     alpha, beta, diag = _coefficients(lmax)
 
     # Re and Im of (X + iY)^m, m = 1..lmax
@@ -133,8 +142,9 @@ def spherical_harmonics(l, x: torch.Tensor, normalize: bool = True, normalizatio
     # q[l][m] = hat q_l^m (a tensor [N], or a python float when it is constant, m = l)
     q = []
     factors = {}  # l -> its 2l+1 rows (m = -l..l), each as a pair of factors (row = a * b)
-    ones = torch.ones_like(X)
-    mask = None if not normalize or bool(nonzero.all()) else nonzero.to(x.dtype)  # zero rows present
+    ones = X * 0.0 + 1.0 if normalize else torch.ones_like(X)  # [N] l = 0 row (NaN where x is inf/NaN)
+    # 0 at x = 0, else 1 (no data-dependent branch: no host synchronisation, one graph under compile)
+    mask = nonzero.to(x.dtype) if normalize else None  # [N]
     for li in range(lmax + 1):
         ql = []
         for m in range(li + 1):
@@ -161,9 +171,10 @@ def spherical_harmonics(l, x: torch.Tensor, normalize: bool = True, normalizatio
             q[li - 2] = None  # no longer needed
 
     rows = [ab for li in ls for ab in factors[li]]
-    if torch.is_grad_enabled() and x.requires_grad:
+    if (torch.is_grad_enabled() and x.requires_grad) or torch.compiler.is_compiling():
         out = torch.stack([a * b for a, b in rows], dim=-1)  # [N, dim]
-    else:  # same values, each column written straight into the output (out= has no autograd)
+    else:  # same values, each column written straight into the output (out= has no autograd,
+        # and torch.compile does not trace it; there the compiler fuses the stack anyway)
         out = torch.empty(N, len(rows), dtype=x.dtype, device=x.device)  # [N, dim]
         for i, (a, b) in enumerate(rows):
             torch.mul(a, b, out=out[:, i])

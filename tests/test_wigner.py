@@ -199,7 +199,7 @@ def test_bad_inputs():
         wigner_D(1, torch.zeros(3, 4, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"R must have shape \[\.\.\., 3, 3\]"):
         wigner_D(1, torch.zeros(3, dtype=torch.float64))
-    with pytest.raises(ValueError, match=r"R must be orthogonal .* max \|Q Q\^T - I\| = 1\.0e\+00"):
+    with pytest.raises(ValueError, match=r"R must be orthogonal .* max \|R R\^T - I\| = 1\.0e\+00"):
         wigner_D(1, 2 ** 0.5 * R)
     with pytest.raises(ValueError, match=r"R must be orthogonal"):
         wigner_D(1, R + 1e-4)
