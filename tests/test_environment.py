@@ -8,10 +8,18 @@
   pyproject.toml, with the same specifiers, except where it pins an exact version, which must
   then satisfy pyproject.toml and equal constraints.txt's pin.
 """
+import json
+import os
 import pathlib
 import re
+import shlex
+import socket
+import subprocess
+import time
 import tomllib
+import urllib.request
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -147,3 +155,115 @@ def test_mismatches_negative_control():
     assert mismatches(good + good[:1], specs, pins) == ["torch: named more than once in environment.yml"]
     assert _name("Jupyter_Book") == "jupyter-book"
     assert constraint_pins("# c\nTorch==2.13.0  # cpu\n") == {"torch": Version("2.13.0")}
+
+
+# ----------------------------------------------------------------------------- notebook front end
+def makefile_recipe(target: str, text: str | None = None) -> list[str]:
+    """The recipe lines of ``target`` in the Makefile, with $(VENV)/$(PY) expanded."""
+    text = (ROOT / "Makefile").read_text() if text is None else text
+    lines, out, inside = text.splitlines(), [], False
+    for line in lines:
+        if re.match(rf"^{re.escape(target)}\s*:", line):
+            inside = True
+        elif inside and line.startswith("\t"):
+            out.append(line[1:].replace("$(PY)", ".venv/bin/python").replace("$(VENV)", ".venv"))
+        elif inside and line.strip() and not line.startswith("#"):
+            break
+    return out
+
+
+def registered_kernel(text: str | None = None) -> str:
+    """The kernel name `make setup` registers: ``ipykernel install ... --name X``."""
+    names = [m.group(1) for line in makefile_recipe("$(STAMP)", text)
+             for m in [re.search(r"ipykernel install\b.*--name[ =](\S+)", line)] if m]
+    assert len(names) == 1, f"expected one 'ipykernel install --name X' in the set-up, found {names}"
+    return names[0]
+
+
+def notebook_kernels() -> dict[str, str]:
+    return {nb.name: json.loads(nb.read_text())["metadata"]["kernelspec"]["name"]
+            for nb in sorted((ROOT / "book").glob("*.ipynb"))}
+
+
+def test_notebooks_name_the_kernel_the_setup_registers():
+    kernel = registered_kernel()
+    kernels = notebook_kernels()
+    assert len(kernels) >= 6
+    wrong = {nb: k for nb, k in kernels.items() if k != kernel}
+    assert wrong == {}, f"`make setup` registers kernel {kernel!r}; these notebooks name another: {wrong}"
+    # `make lab` opens book/ in JupyterLab with that kernel as the default
+    (lab,) = makefile_recipe("lab")
+    assert lab.startswith(".venv/bin/jupyter lab ")
+    assert "--ServerApp.root_dir=book" in lab.split()
+    assert f"--MappingKernelManager.default_kernel_name={kernel}" in lab.split()
+
+
+def test_registered_kernelspec_runs_the_projects_python():
+    """Where `make setup` has run, .venv holds the kernelspec, and it starts .venv's Python."""
+    venv = ROOT / ".venv"
+    if not (venv / ".minequi-installed").exists():
+        pytest.skip("no .venv set up by `make setup` here")
+    spec = venv / "share" / "jupyter" / "kernels" / registered_kernel() / "kernel.json"
+    assert spec.exists(), f"{spec} missing: `make setup` should have registered it"
+    argv = json.loads(spec.read_text())["argv"]
+    assert pathlib.Path(argv[0]).resolve() == (venv / "bin" / "python").resolve()
+    assert "ipykernel_launcher" in argv
+    assert (venv / "bin" / "jupyter-lab").exists(), "JupyterLab (book extra) is not installed in .venv"
+
+
+def test_kernel_checks_negative_control():
+    """A renamed kernel or a Makefile without the registration is caught."""
+    text = (ROOT / "Makefile").read_text()
+    assert registered_kernel(text.replace("--name python3", "--name minequi")) == "minequi"
+    with pytest.raises(AssertionError, match="expected one 'ipykernel install --name X'"):
+        registered_kernel(text.replace("ipykernel install", "ipykernel uninstall"))
+    assert makefile_recipe("lab", text.replace("root_dir=book", "root_dir=.")) != makefile_recipe("lab", text)
+
+
+def test_make_lab_serves_book_with_the_projects_kernel(tmp_path):
+    """Run the `make lab` command (without a browser, on a free local port) and ask the server
+    which kernel it starts by default and which notebooks it offers."""
+    if not (ROOT / ".venv" / "bin" / "jupyter-lab").exists():
+        pytest.skip("JupyterLab is not installed in .venv (run `make setup`)")
+    # the command `make lab` runs, as make expands it (-n: print, do not run)
+    dry = subprocess.run(["make", "-s", "-n", "lab"], cwd=ROOT, capture_output=True, text=True, check=True)
+    lab = dry.stdout.strip().splitlines()[-1]
+    assert lab.startswith(".venv/bin/jupyter lab "), dry.stdout
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = "minequi-test"
+    cmd = shlex.split(lab) + ["--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+                              f"--IdentityProvider.token={token}", "--LabApp.news_url=",
+                              "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg")}
+    log = (tmp_path / "lab.log").open("w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        def get(path):
+            url = f"http://127.0.0.1:{port}{path}?token={token}"
+            with urllib.request.urlopen(url, timeout=10) as r:
+                return json.load(r)
+
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                specs = get("/api/kernelspecs")
+                break
+            except OSError:
+                assert proc.poll() is None, (tmp_path / "lab.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "JupyterLab did not answer within 120 s"
+                time.sleep(0.5)
+        kernel = registered_kernel()
+        assert specs["default"] == kernel
+        argv = specs["kernelspecs"][kernel]["spec"]["argv"]
+        assert pathlib.Path(argv[0]).resolve() == (ROOT / ".venv" / "bin" / "python").resolve()
+        listed = {item["name"] for item in get("/api/contents")["content"]}
+        assert set(notebook_kernels()) <= listed  # the server's root is book/
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
