@@ -267,3 +267,77 @@ def test_make_lab_serves_book_with_the_projects_kernel(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+# ----------------------------------------------------------------------------- repository address
+BUTTONS = ("use_repository_button", "use_issues_button", "use_edit_page_button")
+LAUNCHERS = ("binderhub_url", "jupyterhub_url", "colab_url", "deepnote_url")
+DEAD_ADDRESS = "github.com/" + "minequi/minequi"  # the address that never existed (split: no self-match)
+
+
+def button_problems(cfg: dict) -> list[str]:
+    """Buttons of the built book that would point to a repository that is not configured."""
+    url = (cfg.get("repository") or {}).get("url") or ""
+    if url:
+        return []
+    on = [b for b in BUTTONS if (cfg.get("html") or {}).get(b)]
+    on += [f"launch_buttons.{k}" for k in LAUNCHERS if (cfg.get("launch_buttons") or {}).get(k)]
+    if (cfg.get("launch_buttons") or {}).get("thebe"):
+        on.append("launch_buttons.thebe")
+    return [f"{b} is on but repository.url is empty" for b in on]
+
+
+def repository_files() -> list[pathlib.Path]:
+    """Tracked and untracked-but-not-ignored files (git's view), else a walk of the tree."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                             cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        return sorted({ROOT / p for p in out.split("\0") if p and (ROOT / p).is_file()})
+    except (OSError, subprocess.CalledProcessError):
+        skip = {".git", ".venv", "_build", "__pycache__", ".pytest_cache", ".hypothesis"}
+        return sorted(p for p in ROOT.rglob("*") if p.is_file() and not skip & set(p.relative_to(ROOT).parts))
+
+
+def files_repeating(needles, files, root: pathlib.Path = ROOT) -> list[str]:
+    """'path: needle' for every file under ``root`` (but root/_config.yml) that contains a needle."""
+    hits = []
+    for path in files:
+        if path == root / "_config.yml":
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        hits += [f"{path.relative_to(root)}: {n}" for n in needles if n in text]
+    return hits
+
+
+def test_no_button_points_to_a_repository_that_is_not_set():
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert button_problems(cfg) == []
+    assert DEAD_ADDRESS not in ((cfg.get("repository") or {}).get("url") or "")
+
+
+def test_repository_address_is_written_only_in_config():
+    """The address lives in _config.yml alone: no page, notebook, README or test repeats it."""
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    url = ((cfg.get("repository") or {}).get("url") or "").split("://")[-1].rstrip("/")
+    needles = [DEAD_ADDRESS] + ([url] if url else [])
+    assert files_repeating(needles, repository_files()) == []
+
+
+def test_repository_checks_negative_control(tmp_path):
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    cfg["html"]["use_edit_page_button"] = True
+    cfg["launch_buttons"]["binderhub_url"] = "https://mybinder.org"
+    assert button_problems(cfg) == ["use_edit_page_button is on but repository.url is empty",
+                                    "launch_buttons.binderhub_url is on but repository.url is empty"]
+    cfg["repository"]["url"] = "https://example.org/minequi"
+    assert button_problems(cfg) == []
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "page.md").write_text(f"see [the tests](https://{DEAD_ADDRESS}/blob/main/tests)")
+    (tmp_path / "_config.yml").write_text(f"repository:\n  url: https://{DEAD_ADDRESS}\n")
+    (tmp_path / "README.md").write_text("no address here")
+    files = sorted(tmp_path.rglob("*"))
+    assert files_repeating([DEAD_ADDRESS], files, tmp_path) == [f"book/page.md: {DEAD_ADDRESS}"]
+    assert len(repository_files()) > 20 and ROOT / "README.md" in repository_files()
