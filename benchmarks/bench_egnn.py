@@ -53,9 +53,9 @@ def make_peer(dim, m_dim, k=0, seed=0):
     return peer
 
 
-def minequi_twin(peer, dim, m_dim):
+def minequi_twin(peer, dim, m_dim, first_linear="split"):
     """An EGNNLayer computing the peer's function: same equations, copies of the peer's MLPs."""
-    layer = EGNNLayer(dim, dim, m_dim, residual=True, coords_agg="sum")
+    layer = EGNNLayer(dim, dim, m_dim, residual=True, coords_agg="sum", first_linear=first_linear)
     layer.phi_e = copy.deepcopy(peer.edge_mlp)  # Linear(2 dim + 1, .), Identity, SiLU, Linear(., m_dim), SiLU
     layer.phi_x = copy.deepcopy(peer.coors_mlp)  # Linear(m_dim, 4 m_dim), Identity, SiLU, Linear(4 m_dim, 1)
     layer.phi_h = copy.deepcopy(peer.node_mlp)  # Linear(dim + m_dim, 2 dim), Identity, SiLU, Linear(2 dim, dim)
@@ -100,14 +100,17 @@ def equivalence_error(dim=8, m_dim=6, b=3, n=10, k=4, seed=0):
     errors = {}
     for name, kk in (("dense", 0), ("knn", k)):
         peer = make_peer(dim, m_dim, kk, seed).double()
-        mine = minequi_twin(peer, dim, m_dim).double()
         ei = dense_edges(b, n, "cpu") if kk == 0 else knn_edges(coors, kk)
         with torch.no_grad():
             h_p, x_p = peer(feats, coors)
-            h_m, x_m = mine(feats.reshape(b * n, dim), coors.reshape(b * n, 3), ei)
-        errors[name] = max(float((h_m - h_p.reshape(b * n, dim)).abs().max()),
-                           float((x_m - x_p.reshape(b * n, 3)).abs().max()))
         errors[name + " scale"] = float(h_p.abs().max())
+        for first_linear in ("split", "concat"):
+            mine = minequi_twin(peer, dim, m_dim, first_linear).double()
+            with torch.no_grad():
+                h_m, x_m = mine(feats.reshape(b * n, dim), coors.reshape(b * n, 3), ei)
+            err = max(float((h_m - h_p.reshape(b * n, dim)).abs().max()),
+                      float((x_m - x_p.reshape(b * n, 3)).abs().max()))
+            errors[name] = max(errors.get(name, 0.0), err)
     return errors
 
 
@@ -121,7 +124,10 @@ def main():
     parser.add_argument("--m-dim", type=int, default=32)
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0: leave the default; use 1 on a shared, oversubscribed machine)")
+    parser.add_argument("--first-linear", default="split", choices=["split", "concat"],
+                        help="how minequi evaluates phi_e's first Linear (same function)")
     args = parser.parse_args()
     if PeerEGNN is None:
         raise SystemExit("egnn-pytorch is not installed (pip install egnn-pytorch)")
@@ -175,13 +181,13 @@ def main():
 
     rows = []
     peer_dense = make_peer(dim, m_dim, 0).to(device=device, dtype=dtype)
-    mine_dense = minequi_twin(peer_dense, dim, m_dim).to(device=device, dtype=dtype)
+    mine_dense = minequi_twin(peer_dense, dim, m_dim, args.first_linear).to(device=device, dtype=dtype)
     ei_dense = dense_edges(b, n, device)
     t = median_times([step_peer(peer_dense), step_mine(mine_dense, ei_dense)], args.repeats)
     rows.append(("dense (all n x n pairs)", ei_dense.shape[1], ei_dense.shape[1], t[1], t[0]))
 
     peer_knn = make_peer(dim, m_dim, args.k).to(device=device, dtype=dtype)
-    mine_knn = minequi_twin(peer_knn, dim, m_dim).to(device=device, dtype=dtype)
+    mine_knn = minequi_twin(peer_knn, dim, m_dim, args.first_linear).to(device=device, dtype=dtype)
     ei_knn = knn_edges(coors, args.k)
     ei_rad = radius_graph(x_flat, cutoff, batch, loop=True)
     t = median_times([step_peer(peer_knn), step_mine(mine_knn, ei_knn), step_mine(mine_knn, ei_rad),
@@ -191,7 +197,8 @@ def main():
     rows.append((f"radius {cutoff:.3f} (~{args.k}/node)", E, ei_rad.shape[1], t[2], t[0]))
     rows.append(("radius + radius_graph build", E, ei_rad.shape[1], t[3], t[0]))
 
-    print(f"{b} graphs x {n} nodes, dim {dim}, m_dim {m_dim}; forward + backward, median of {args.repeats}")
+    print(f"{b} graphs x {n} nodes, dim {dim}, m_dim {m_dim}, first_linear={args.first_linear!r}; "
+          f"forward + backward, median of {args.repeats}")
     print(f"{'row':34s} {'E peer':>8s} {'E mine':>8s} {'minequi ms':>11s} {'egnn-pytorch ms':>16s} {'speed-up':>9s}")
     for name, e_peer, e_mine, t_mine, t_peer in rows:
         print(f"{name:34s} {e_peer:8d} {e_mine:8d} {1e3 * t_mine:11.2f} {1e3 * t_peer:16.2f} {t_peer / t_mine:8.2f}x")

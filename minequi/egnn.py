@@ -43,9 +43,12 @@ Two deliberate differences: the reference normalises with
 ``diff / (|diff|.detach() + 1e-8)``; here the norm is differentiated (correct
 gradients, e.g. for forces) and computed as :math:`\sqrt{\|d\|^2 + \epsilon^2}`,
 smooth at :math:`d = 0` (self-loops) and within :math:`\epsilon` of the reference.
-And the first linear map of :math:`\phi_e` is applied to the *nodes* before
-gathering (:math:`W [h_i, h_j, d^2, a] = W_1 h_i + W_2 h_j + w_3 d^2 + W_4 a`):
-the same function, with ``O(N F H)`` instead of ``O(E F H)`` work.
+And by default (``first_linear="split"``) the first linear map of :math:`\phi_e`
+is applied to the *nodes* before gathering
+(:math:`W [h_i, h_j, d^2, a] = W_1 h_i + W_2 h_j + w_3 d^2 + W_4 a`): the same
+function with ``O(N F H)`` instead of ``O(E F H)`` multiply-adds, at the price of
+gathering ``2 H`` instead of ``2 F + 1`` numbers per edge (``"concat"`` does the
+latter, as the reference code; it can win when memory traffic, not arithmetic, limits).
 
 Parameters stay in their dtype; they are cast to the input's dtype at each call,
 so outputs have the input's dtype and device.
@@ -128,7 +131,8 @@ class EGNNLayer(nn.Module):
     ``forward(h [N, in_features], x [N, 3], edge_index [2, E], edge_attr [E, edge_features] = None,
     v [N, 3] = None) -> (h' [N, out_features], x' [N, 3])``, or ``(h', x', v')`` with velocities.
     The options and their defaults are those of the reference implementation
-    (see :mod:`minequi.egnn`).  ``validate=False`` skips the value check of
+    (see :mod:`minequi.egnn`).  ``first_linear`` ("split" or "concat") only chooses how
+    the first Linear of :math:`\phi_e` is evaluated (same result).  ``validate=False`` skips the value check of
     ``edge_index`` (a host sync); it is skipped anyway under ``torch.compile``.
 
     >>> layer = EGNNLayer(3, 3, hidden_features=8, velocity=True)
@@ -153,6 +157,7 @@ class EGNNLayer(nn.Module):
         coords_agg: str = "mean",
         velocity: bool = False,
         eps: float = 1e-8,
+        first_linear: str = "split",
         validate: bool = True,
     ):
         super().__init__()
@@ -162,6 +167,8 @@ class EGNNLayer(nn.Module):
                 raise ValueError(f"{name} must be an int >= {low}, got {n!r}")
         if coords_agg not in ("mean", "sum"):
             raise ValueError(f"coords_agg must be 'mean' or 'sum', got {coords_agg!r}")
+        if first_linear not in ("split", "concat"):
+            raise ValueError(f"first_linear must be 'split' or 'concat', got {first_linear!r}")
         if residual is None:
             residual = in_features == out_features
         if residual and in_features != out_features:
@@ -170,6 +177,7 @@ class EGNNLayer(nn.Module):
         self.hidden_features, self.edge_features = hidden_features, edge_features
         self.residual, self.attention, self.normalize, self.tanh = residual, attention, normalize, tanh
         self.coords_agg, self.velocity, self.eps, self.validate = coords_agg, velocity, eps, validate
+        self.first_linear = first_linear
         H = hidden_features
 
         # phi_e (eq. 3): [h_i, h_j, |x_i - x_j|^2, a_ij] -> m_ij
@@ -196,14 +204,21 @@ class EGNNLayer(nn.Module):
         diff = x.index_select(0, i) - x.index_select(0, j)  # [E, 3] x_i - x_j
         d2 = diff.square().sum(dim=-1, keepdim=True)  # [E, 1] |x_i - x_j|^2
 
-        # eq. 3, m_ij = phi_e(h_i, h_j, d2, a_ij).  First Linear by input block, on nodes before the gather.
+        # eq. 3, m_ij = phi_e(h_i, h_j, d2, a_ij): the first Linear of phi_e, one of two equal ways
         first = self.phi_e[0]
-        W = first.weight.to(h.dtype)  # [H', 2 Fin + 1 + A]
-        node_i = F.linear(h, W[:, :Fin], first.bias.to(h.dtype))  # [N, H']
-        node_j = F.linear(h, W[:, Fin:2 * Fin])  # [N, H']
-        pre = node_i.index_select(0, i) + node_j.index_select(0, j) + d2 * W[:, 2 * Fin]  # [E, H']
-        if self.edge_features > 0:
-            pre = pre + F.linear(edge_attr, W[:, 2 * Fin + 1:])  # [E, H']
+        W, b = first.weight.to(h.dtype), first.bias.to(h.dtype)  # [H', 2 Fin + 1 + A], [H']
+        if self.first_linear == "split":
+            # W [h_i, h_j, d2, a] + b = (W_1 h + b)_i + (W_2 h)_j + w_3 d2 + W_4 a, W_1 h and W_2 h per node
+            node_i = F.linear(h, W[:, :Fin], b)  # [N, H']
+            node_j = F.linear(h, W[:, Fin:2 * Fin])  # [N, H']
+            pre = node_i.index_select(0, i) + node_j.index_select(0, j)  # [E, H']
+            edge_in = d2 if self.edge_features == 0 else torch.cat([d2, edge_attr], dim=-1)  # [E, 1 + A]
+            pre = torch.addmm(pre, edge_in, W[:, 2 * Fin:].T)  # [E, H'] + w_3 d2 + W_4 a
+        else:
+            parts = [h.index_select(0, i), h.index_select(0, j), d2]  # [E, Fin], [E, Fin], [E, 1]
+            if self.edge_features > 0:
+                parts.append(edge_attr)  # [E, A]
+            pre = F.linear(torch.cat(parts, dim=-1), W, b)  # [E, H']
         m = _mlp(self.phi_e[1:], pre)  # [E, H]
         if self.attention:
             m = m * _mlp(self.phi_att, m)  # [E, H] gated messages

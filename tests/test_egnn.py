@@ -83,9 +83,10 @@ OPTIONS = [
 ]
 
 
+@pytest.mark.parametrize("first_linear", ["split", "concat"])
 @pytest.mark.parametrize("options", OPTIONS)
-def test_layer_matches_the_equations(options):
-    layer = make_layer(**options)
+def test_layer_matches_the_equations(options, first_linear):
+    layer = make_layer(first_linear=first_linear, **options)
     h, x, v = inputs(velocity=True)
     ei = radius_graph(x, CUTOFF)
     ea = torch.randn(ei.shape[1], 2, dtype=F64) if options.get("edge_features") else None
@@ -315,6 +316,8 @@ def test_bad_inputs_raise_clear_errors():
         make_layer(velocity=True)(h, x, ei)
     with pytest.raises(ValueError, match="residual=True needs"):
         EGNNLayer(4, 5, 8, residual=True)
+    with pytest.raises(ValueError, match="first_linear"):
+        EGNNLayer(4, 4, 8, first_linear="fused")
     with pytest.raises(ValueError, match="coords_agg"):
         EGNNLayer(4, 4, 8, coords_agg="max")
     model = EGNN(5, 8, 1, num_layers=1, pool="sum")
