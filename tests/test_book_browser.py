@@ -13,15 +13,18 @@ each page it asserts that
 * nothing was requested from outside the site (the browser cannot resolve any host name,
   so a CDN dependency fails here even on a machine with internet) and the console shows
   no error;
-* on chapter pages (one per ``book/*.ipynb``), the Summary and Exercises sections exist and
-  the solutions are folded.
+* on chapter pages (one per numbered notebook ``book/NN_*.ipynb``), the Summary and Exercises
+  sections exist and the solutions are folded *whole*: no code cell of the Exercises section
+  shows its input or its output until the reader opens it (solutions are tagged ``hide-cell``;
+  a ``hide-input`` cell, which folds the code but prints the answer, is reported).
 
 A few pages are also opened straight from the disk (``file://``), as a reader without a
 server would. A static pass checks that every internal link and anchor of every page
 resolves, another test shows that a dead link, an unknown label or an unknown citation key
 stops the build, and ``test_checker_catches_broken_pages`` feeds deliberately broken pages
 (raw ``$x$``, a page without MathJax, a TeX error, an undefined macro, a missing image, a
-JavaScript error, a CDN script, unfolded solutions, dead links) to the same checkers to show
+JavaScript error, a CDN script, unfolded solutions, a ``hide-input`` solution whose answer is in
+plain sight, dead links) to the same checkers to show
 that each kind of failure is caught.
 
 Needs ``chromium`` and ``chromedriver`` (Debian packages ``chromium`` and ``chromium-driver``,
@@ -173,13 +176,14 @@ const skip = 'pre, code, kbd, samp, script, style, textarea, mjx-container, .mat
   report.title = document.title;
   report.main_text = (document.querySelector('main, article, [role=main]') || document.body)
                          .innerText.trim().length;
-  // Chapter pages: are the solutions folded (inside a closed <details>, not displayed)?
+  // Chapter pages: are the solutions folded, input AND output (inside a closed <details>)?
   const ex = document.querySelector('section#exercises');
+  const shown = c => c.checkVisibility ? c.checkVisibility() : !c.closest('details:not([open])');
   report.exercises = ex ? {
       folded: ex.querySelectorAll('details:not([open])').length,
-      visible_hidden_inputs: Array.from(ex.querySelectorAll('.tag_hide-input .cell_input'))
-                                 .filter(c => c.checkVisibility ? c.checkVisibility()
-                                                                : !c.closest('details:not([open])')).length,
+      visible_inputs: Array.from(ex.querySelectorAll('.cell .cell_input')).filter(shown).length,
+      visible_outputs: Array.from(ex.querySelectorAll('.cell .cell_output')).filter(shown).length,
+      hide_input_cells: ex.querySelectorAll('.cell.tag_hide-input').length,
   } : null;
   report.summary = !!document.querySelector('section#summary');
   done(report);
@@ -229,8 +233,11 @@ def check_page(driver, url: str, origin: str, *, chapter: bool = False) -> list[
         else:
             if r["exercises"]["folded"] == 0:
                 problems.append("no folded solution in the Exercises section")
-            if r["exercises"]["visible_hidden_inputs"]:
-                problems.append("a hide-input solution is displayed unfolded")
+            if r["exercises"]["visible_inputs"] or r["exercises"]["visible_outputs"]:
+                problems.append(f"a solution is displayed unfolded ({r['exercises']['visible_inputs']} code "
+                                f"inputs and {r['exercises']['visible_outputs']} outputs visible in the Exercises section)")
+            if r["exercises"]["hide_input_cells"]:
+                problems.append("a solution is tagged hide-input: its output (the answer) is not folded; tag it hide-cell")
     return problems
 
 
@@ -294,8 +301,9 @@ def _pages(site: Path):
 
 
 def _chapter_pages(site: Path) -> set[Path]:
+    """Pages of the numbered chapters (appendix notebooks have no exercises)."""
     return {site / nb.relative_to(ROOT).with_suffix(".html")
-            for nb in (ROOT / "book").glob("*.ipynb")}
+            for nb in (ROOT / "book").glob("[0-9][0-9]_*.ipynb")}
 
 
 # ------------------------------------------------------------------------------ the tests
@@ -440,9 +448,21 @@ def test_checker_catches_broken_pages(site, browser, tmp_path):
     cases["no_mathjax"] = (None, ["MathJax not loaded", "equation not typeset"])
     # A chapter whose solutions are all unfolded.
     chapter = sorted(_chapter_pages(site))[0].relative_to(site)
-    unfolded = (bad / chapter).read_text(encoding="utf-8").replace("<details ", "<details open ")
+    chapter_html = (bad / chapter).read_text(encoding="utf-8")
+    assert 'class="cell tag_hide-cell' in chapter_html
+    unfolded = chapter_html.replace("<details ", "<details open ")
     (bad / "book" / "unfolded_solutions.html").write_text(unfolded, encoding="utf-8")
     cases["unfolded_solutions"] = (None, ["no folded solution", "displayed unfolded"])
+    # A chapter with one more solution, tagged hide-input: the code is folded, the answer is not
+    # (the markup myst-nb renders for a hide-input cell), inserted in the Exercises section.
+    hide_input = ('<div class="cell tag_hide-input docutils container"><details class="admonition hide above-input">'
+                  '<summary>Show code cell source</summary><div class="cell_input docutils container">'
+                  '<pre>print(42)</pre></div></details><div class="cell_output docutils container">'
+                  '<div class="output stream highlight-myst-ansi notranslate"><pre>42</pre></div></div></div>')
+    at = chapter_html.index("</p>", chapter_html.index('id="exercises"')) + len("</p>")
+    (bad / "book" / "hide_input_solution.html").write_text(chapter_html[:at] + hide_input + chapter_html[at:],
+                                                           encoding="utf-8")
+    cases["hide_input_solution"] = (None, ["tagged hide-input", "0 code inputs and 1 outputs visible"])
     # Dead links for the static link checker.
     (bad / "book" / "dead_links.html").write_text(_inject(
         original, '<a href="no-such-page.html">x</a><a href="intro.html#no-such-anchor">y</a>'), encoding="utf-8")
@@ -454,7 +474,7 @@ def test_checker_catches_broken_pages(site, browser, tmp_path):
             assert clean == [], f"the unmodified {original_page} should pass: {clean}"
         for name, (_, expected) in cases.items():
             problems = check_page(browser, server.base + f"book/{name}.html", server.base,
-                                  chapter=(name == "unfolded_solutions"))
+                                  chapter=name in ("unfolded_solutions", "hide_input_solution"))
             text = "\n".join(problems)
             for e in expected:
                 assert e in text, f"{name}: expected a problem containing {e!r}, got {problems}"
