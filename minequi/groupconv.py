@@ -56,7 +56,8 @@ group-axis permutation together), and the layer is then one ``conv2d``.  In eval
 mode (when no gradient is needed) the built bank is cached and rebuilt whenever
 the weight or bias changes (optimizer steps, ``load_state_dict``, in-place edits
 under ``torch.no_grad()`` all bump the tensor's version counter; edits through
-``.data`` bypass it, so call :meth:`clear_cache` after those).
+``.data`` bypass it, so call :meth:`clear_cache` after those).  Under ``torch.compile`` there is
+no cache: the compiled graph rebuilds the bank, one gather.
 
 What is exact
 -------------
@@ -249,6 +250,8 @@ class _PlaneGroupConv(nn.Module):
         needs_grad = torch.is_grad_enabled() and (
             self.weight.requires_grad or (self.bias is not None and self.bias.requires_grad)
         )
+        if torch.compiler.is_compiling():  # the compiled graph rebuilds the bank (one gather); the
+            return self.filter_bank(), self._bias_bank()  # cache key (data_ptr) cannot be traced
         if self.training or needs_grad:
             self._cache = None
             return self.filter_bank(), self._bias_bank()

@@ -38,7 +38,6 @@ fine) and returns :math:`D^l(R) = \exp(\sum_a \omega_a J^l_a)`.
 """
 from __future__ import annotations
 
-import functools
 import math
 import operator
 
@@ -47,9 +46,17 @@ import torch
 __all__ = ["so3_generators", "wigner_D", "matrix_to_quaternion", "check_orthogonal", "GENERATORS_LMAX"]
 
 
-@torch.compiler.assume_constant_result  # under torch.compile: a constant, built once, not traced
-@functools.lru_cache(maxsize=None)
+_GENERATORS = {}  # l -> [3, 2l+1, 2l+1] float64, built once
+
+
+@torch.compiler.assume_constant_result  # under torch.compile: a constant of the graph, not traced
 def _generators_float64(l: int) -> torch.Tensor:
+    if l not in _GENERATORS:
+        _GENERATORS[l] = _build_generators(l)
+    return _GENERATORS[l]
+
+
+def _build_generators(l: int) -> torch.Tensor:
     n = 2 * l + 1
     m = torch.arange(-l, l + 1, dtype=torch.float64)  # [n]
     # Complex (Condon-Shortley) basis, kets ordered m = -l..l: (Lp)_{m+1, m}.
@@ -197,7 +204,7 @@ def check_orthogonal(Q: torch.Tensor, name: str = "Q", *, rotation: bool = False
         if rotation:
             torch._assert_async((torch.linalg.det(Qc) > 0).all(), f"{name} must be a rotation (det = +1)")
         return Q
-    err = float(err)  # the host synchronisation
+    err = float(err.detach())  # the host synchronisation
     if not err <= tol:  # also catches NaN
         raise ValueError(
             f"{name} must be orthogonal ({name} @ {name}.T = I), but max |{name} {name}^T - I| = {err:.1e} > {tol:.0e} "

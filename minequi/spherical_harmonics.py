@@ -37,7 +37,6 @@ has :math:`\sum_m Y_{lm}^2 = 2l+1` on the unit sphere (``"component"``).  Each
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -49,9 +48,18 @@ __all__ = ["spherical_harmonics", "SphericalHarmonics"]
 _NORMALIZATIONS = ("component", "norm", "integral")
 
 
-@functools.lru_cache(maxsize=None)
+_COEFFICIENTS = {}  # lmax -> (alpha, beta, diag)
+
+
+@torch.compiler.assume_constant_result  # under torch.compile: constants, not traced
 def _coefficients(lmax: int):
     r"""Python floats ``alpha[l][m]``, ``beta[l][m]`` (``m <= l-1``, ``m <= l-2``) and ``diag[l]`` = :math:`\hat q_l^l`."""
+    if lmax not in _COEFFICIENTS:
+        _COEFFICIENTS[lmax] = _build_coefficients(lmax)
+    return _COEFFICIENTS[lmax]
+
+
+def _build_coefficients(lmax: int):
     alpha = [[math.sqrt((2 * l + 1) * (2 * l - 1) / ((l - m) * (l + m))) for m in range(l)] for l in range(lmax + 1)]
     beta = [
         [math.sqrt((2 * l + 1) / (2 * l - 3) * (l - m - 1) * (l + m - 1) / ((l - m) * (l + m))) for m in range(l - 1)]
@@ -88,9 +96,22 @@ def spherical_harmonics(l, x: torch.Tensor, normalize: bool = True, normalizatio
     :math:`Y^1(x) = \sqrt 3\, x / |x|`.  Equal to e3nn's ``o3.spherical_harmonics``.
     Differentiable (autograd) in ``x``.
 
-    At ``x = 0`` with ``normalize=True`` the direction is undefined; the output is
-    then defined as the value of the harmonic polynomials at the origin: the
-    constant for ``l = 0`` and zero for every ``l >= 1`` (as in e3nn), never NaN.
+    Edge cases (``normalize=True``):
+
+    * any finite nonzero ``x`` works, however small or large (``1e-300`` or ``1e200`` in
+      float64, ``1e-25`` or ``1e20`` in float32): ``x`` is divided by its largest
+      ``|coordinate|`` before the norm is taken, so :math:`|x|^2` never under- or overflows;
+    * at ``x = 0`` the direction is undefined; the output is then the value of the harmonic
+      polynomials at the origin, the constant for ``l = 0`` and zero for every ``l >= 1`` (as
+      in e3nn), never NaN, and its **gradient is zero** for every ``l``.  Both are the only
+      choices compatible with equivariance (:math:`Y^l(R\,0) = D^l(R)\, Y^l(0)` forces
+      :math:`Y^l(0) = 0` for ``l >= 1``), so forces built from harmonics of relative vectors
+      stay equivariant for coincident atoms and self-loops;
+    * a row with an ``inf`` or ``NaN`` coordinate is NaN in every component (``l = 0``
+      included), never a mix of NaN and finite numbers.
+
+    No value of ``x`` is inspected on the host (no synchronisation on a GPU), so the function
+    compiles to one graph under ``torch.compile(fullgraph=True)``.
 
     >>> x = torch.tensor([[0.0, 0.0, 2.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
     >>> spherical_harmonics([0, 1], x)
@@ -99,6 +120,10 @@ def spherical_harmonics(l, x: torch.Tensor, normalize: bool = True, normalizatio
     >>> y = spherical_harmonics(4, torch.randn(5, 3, dtype=torch.float64))
     >>> bool(torch.allclose(y.pow(2).sum(-1), torch.full((5,), 9.0, dtype=torch.float64)))
     True
+    >>> spherical_harmonics(1, torch.tensor([1e-300, 0.0, 0.0], dtype=torch.float64))
+    tensor([1.7321, 0.0000, 0.0000], dtype=torch.float64)
+    >>> spherical_harmonics([0, 1], torch.tensor([float("inf"), 1.0, 0.0]))
+    tensor([nan, nan, nan, nan])
     """
     ls = _parse_ls(l)
     if normalization not in _NORMALIZATIONS:
