@@ -55,8 +55,7 @@ so outputs have the input's dtype and device.
 
 >>> import torch
 >>> from minequi.graph import radius_graph
->>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-<torch._C.Generator object at ...>
+>>> _ = torch.manual_seed(0)
 >>> x = torch.randn(6, 3)
 >>> h = torch.randn(6, 4)
 >>> edge_index = radius_graph(x, cutoff=2.0)

@@ -111,7 +111,7 @@ def check_edge_index(edge_index, num_nodes: int, name: str = "edge_index", valid
     if not _is_size(num_nodes):
         raise TypeError(f"num_nodes must be a non-negative int, got {num_nodes!r}")
     if _value_checks_enabled(validate) and edge_index.numel() > 0:
-        lo, hi = torch.aminmax(edge_index)
+        lo, hi = torch.aminmax(edge_index)  # [], []
         lo, hi = torch.stack([lo, hi]).tolist()  # one host sync
         if lo < 0 or hi >= num_nodes:
             raise ValueError(
