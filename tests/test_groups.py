@@ -217,6 +217,13 @@ def test_bad_input():
 
 
 def test_frozen():
+    """A FiniteGroup is immutable: assigning a field raises dataclasses.FrozenInstanceError (an
+    AttributeError), not just any exception, and leaves the group unchanged."""
+    import dataclasses
+
     G = cyclic_group(4)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'name'"):
         G.name = "C5"
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'table'"):
+        G.table = G.table.T
+    assert G.name == "C4" and torch.equal(G.table, cyclic_group(4).table)

@@ -141,11 +141,11 @@ def test_unnormalized_is_homogeneous_harmonic_polynomial():
         for normalization in NORMS:
             y = spherical_harmonics(l, x, normalize=False, normalization=normalization)
             yh = spherical_harmonics(l, x, normalization=normalization)
-            assert (y - r**l * yh).abs().max() < 1e-12 * (1 + (r**l).max())
+            assert (y - r**l * yh).abs().max() < 2e-13 * (1 + (r**l).max())  # measured 1.7e-15 (relative)
         # homogeneity: Y(t x) = t^l Y(x), including negative t
         for t in [0.5, -2.0]:
             lhs = spherical_harmonics(l, t * x, normalize=False)
-            assert (lhs - t**l * spherical_harmonics(l, x, normalize=False)).abs().max() < 1e-11
+            assert (lhs - t**l * spherical_harmonics(l, x, normalize=False)).abs().max() < 1e-14  # t = 2^k: exact, 0
 
 
 @pytest.mark.parametrize("l", [2, 3, 6])
@@ -156,7 +156,7 @@ def test_unnormalized_is_harmonic(l):
     for m in range(2 * l + 1):
         (g,) = torch.autograd.grad(y[:, m].sum(), x, create_graph=True)
         lap = sum(torch.autograd.grad(g[:, i].sum(), x, retain_graph=True)[0][:, i] for i in range(3))
-        assert lap.abs().max() < 1e-10 * (1 + y.abs().max())
+        assert lap.abs().max() < 1e-13 * (1 + y.abs().max())  # measured 1.1e-15 (relative)
 
 
 # ----------------------------------------------------------------------------- autograd
@@ -184,7 +184,7 @@ def test_zero_vector(normalization):
     assert torch.equal(y[:, 0], y0[:, 0].expand(2))
     assert torch.equal(y[:, 1:], torch.zeros_like(y[:, 1:]))
     (g,) = torch.autograd.grad(y.sum(), x)
-    assert torch.isfinite(g).all()
+    assert torch.equal(g, torch.zeros_like(g))  # zero gradient at the origin, every l (equivariance)
     # a zero row among normal rows leaves the others untouched
     xs = points(4)
     xs[2] = 0
@@ -218,7 +218,7 @@ def test_high_l_is_finite_and_normalised():
     x = points(20)
     for l in [20, 40]:
         y = spherical_harmonics(l, x)
-        assert (y.pow(2).sum(-1) - (2 * l + 1)).abs().max() < 1e-10 * (2 * l + 1)
+        assert (y.pow(2).sum(-1) - (2 * l + 1)).abs().max() < 1e-12 * (2 * l + 1)  # measured 1.3e-14 (l = 40)
 
 
 def test_module():
