@@ -20,5 +20,6 @@ from .gate import Gate
 from .graph import radius_graph, scatter_sum, scatter_mean
 from .radial import BesselBasis, PolynomialCutoff
 from .egnn import EGNNLayer, EGNN
+from .point_conv import PointConv
 
 __version__ = "0.1.0"

@@ -377,22 +377,23 @@ class TensorProduct(nn.Module):
     def contract_pair(self, x1: torch.Tensor, x2: torch.Tensor, i1: int, i2: int) -> torch.Tensor:
         r"""``t[b, u, v, k] = sum_ij C_ijk x1[b, u, i] x2[b, v, j]`` for the pair ``(i1, i2)``.
 
-        ``x1 [B, dim1]`` and ``x2 [B, dim2]`` are whole features (same dtype); ``k`` runs
-        over the concatenated paths of the pair (see ``pairs``), normalisation included.
-        ``x2`` is contracted with ``C`` first and the result is one batched matrix product
-        with ``x1``, so the ``[B, U, V, d1, d2]`` outer product is never formed.
-        Returns ``[B, mul1, mul2, K]``.
+        ``x1 [B, mul1 * d1]`` is the ``i1``-th entry of a ``irreps_in1`` feature and
+        ``x2 [B, mul2 * d2]`` the ``i2``-th entry of a ``irreps_in2`` feature (same dtype);
+        ``k`` runs over the concatenated paths of the pair (see ``pairs``), normalisation
+        included.  ``x2`` is contracted with ``C`` first and the result is one batched
+        matrix product with ``x1``, so the ``[B, U, V, d1, d2]`` outer product is never
+        formed.  Returns ``[B, mul1, mul2, K]``.
         """
         B = x1.shape[0]
-        mul1, l1, _, a1, b1 = self._e1[i1]
-        mul2, l2, _, a2, b2 = self._e2[i2]
+        mul1, l1 = self._e1[i1][:2]
+        mul2, l2 = self._e2[i2][:2]
         d1, d2 = 2 * l1 + 1, 2 * l2 + 1
         C = self.cg(i1, i2, x1.dtype)  # [d1, d2, K]
         K = C.shape[2]
         M = C.permute(1, 0, 2).reshape(d2, d1 * K)  # [d2, d1*K]
-        g = x2[:, a2:b2].reshape(B * mul2, d2) @ M  # [B*V, d1*K]
+        g = x2.reshape(B * mul2, d2) @ M  # [B*V, d1*K]
         g = g.reshape(B, mul2, d1, K).transpose(1, 2).reshape(B, d1, mul2 * K)  # [B, d1, V*K]
-        t = torch.bmm(x1[:, a1:b1].reshape(B, mul1, d1), g)  # [B, U, V*K]
+        t = torch.bmm(x1.reshape(B, mul1, d1), g)  # [B, U, V*K]
         return t.reshape(B, mul1, mul2, K)
 
     def _shared(self, x1, x2, weight):
@@ -465,12 +466,15 @@ class TensorProduct(nn.Module):
             mul1, l1 = self._e1[i1][:2]
             mul2, l2 = self._e2[i2][:2]
             d1, d2 = 2 * l1 + 1, 2 * l2 + 1
+            # (split, not slicing: the backward of split is one concatenation, not one
+            # zero-filled full-size gradient per slice)
+            sizes = [k1 - k0 for _, k0, k1 in ranges]
             if any(self.paths[n].mode == "uvu" for n, _, _ in ranges):
-                t = self.contract_pair(x1, x2, i1, i2)  # [B, U, V, K]
-                for n, k0, k1 in ranges:
+                t = self.contract_pair(x1s[i1], x2s[i2], i1, i2)  # [B, U, V, K]
+                for (n, k0, k1), part in zip(ranges, t.split(sizes, dim=3)):
                     if self.paths[n].mode == "uvu":
                         W = weights[n].reshape(B, mul1, mul2, 1)  # [B, U, V, 1]
-                        yn = (t[..., k0:k1] * W).sum(dim=2)  # [B, U, d3]
+                        yn = (part * W).sum(dim=2) if mul2 > 1 else part[:, :, 0] * W[:, :, 0]  # [B, U, d3]
                         y_uvu[self.paths[n].i_out].append(yn.reshape(B, mul1 * (k1 - k0)))
             if any(self.paths[n].mode == "uvw" for n, _, _ in ranges):
                 cg = self.cg(i1, i2, x1.dtype)  # [d1, d2, K]
@@ -480,9 +484,10 @@ class TensorProduct(nn.Module):
                 u = x1s[i1].reshape(B, mul1, d1)  # [B, U, d1]
                 t = torch.bmm(g, u.transpose(1, 2))  # [B, V*K, U]
                 t = t.reshape(B, mul2, K, mul1).permute(0, 2, 3, 1)  # [B, K, U, V]
-                for n, k0, k1 in ranges:
+                parts = t.split(sizes, dim=1) if len(ranges) > 1 else [t]
+                for (n, k0, k1), part in zip(ranges, parts):
                     if self.paths[n].mode == "uvw":
-                        s[n] = t[:, k0:k1].reshape(B, k1 - k0, mul1 * mul2)  # [B, d3, U*V]
+                        s[n] = part.reshape(B, k1 - k0, mul1 * mul2)  # [B, d3, U*V]
 
         # 2. mix the multiplicities with each sample's weights, output entry by output entry:
         #    uvw: y[b, k, w] = sum over paths, uv of s[b, k, uv] W[b, uv, w]
