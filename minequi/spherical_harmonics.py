@@ -138,20 +138,24 @@ def spherical_harmonics(l, x: torch.Tensor, normalize: bool = True, normalizatio
     batch = x.shape[:-1]
     xf = x.reshape(-1, 3)  # [N, 3]
     N = xf.shape[0]
+    autograd = torch.is_grad_enabled() and x.requires_grad  # else in-place operations (fewer buffers)
     if normalize:
         # Divide by the largest |coordinate| s before squaring: |x|^2 itself underflows (all
         # coordinates 1e-300 in float64, 1e-25 in float32) or overflows (1e200, 1e20), x / s
         # cannot.  Column by column ([N] tensors): faster than reductions over a dimension of 3.
         X0, Y0, Z0 = xf.unbind(1)  # [N] each
-        s = torch.maximum(torch.maximum(X0.abs(), Y0.abs()), Z0.abs())  # [N]; NaN if a coordinate is NaN
-        nonzero = s != 0  # [N]; False only at x = 0
-        s = torch.where(nonzero, s, 1.0)  # [N]
+        s = X0.abs().clamp_min_(Y0.abs()).clamp_min_(Z0.abs())  # [N] max |coordinate|; NaN if x has a NaN
+        s.clamp_min_(torch.finfo(x.dtype).tiny)  # (a power of 2: exact) so that x = 0 stays 0 below
         X0, Y0, Z0 = X0 / s, Y0 / s, Z0 / s  # [N] each, max |.| = 1 (NaN where x has an inf)
-        n2 = torch.addcmul(torch.addcmul(X0 * X0, Y0, Y0), Z0, Z0)  # [N] |x / s|^2, in [1, 3]
+        n2 = (X0 * X0).addcmul_(Y0, Y0).addcmul_(Z0, Z0)  # [N] |x / s|^2: in [1, 3], 0 at x = 0
+        at_zero = n2 == 0  # [N]; True only at x = 0
         # At x = 0 divide by r = inf: the direction is 0 *with zero gradient*, so every l >= 1
-        # row and its gradient vanish there (the m = 0 rows also need the mask below).
-        r = torch.where(nonzero, n2, torch.inf).sqrt()  # [N] |x / s|
-        xs, ys, zs = X0 / r, Y0 / r, Z0 / r  # [N] each; all NaN if x has an inf or NaN
+        # row and its gradient vanish there (the even-l m = 0 rows also need the mask below).
+        r = n2.masked_fill_(at_zero, torch.inf).sqrt_()  # [N] |x / s|
+        if autograd:
+            xs, ys, zs = X0 / r, Y0 / r, Z0 / r  # [N] each; all NaN if x has an inf or NaN
+        else:
+            xs, ys, zs = X0.div_(r), Y0.div_(r), Z0.div_(r)
     else:
         xs, ys, zs = xf.T.contiguous()  # [N] each
     X, Y, Z = zs, xs, ys  # relabelled coordinates: the polar axis Z is y
@@ -161,15 +165,18 @@ def spherical_harmonics(l, x: torch.Tensor, normalize: bool = True, normalizatio
     # Re and Im of (X + iY)^m, m = 1..lmax
     A, B = [None, X], [None, Y]
     for m in range(1, lmax):
-        A.append(torch.addcmul(X * A[m], Y, B[m], value=-1))  # X A - Y B
-        B.append(torch.addcmul(X * B[m], Y, A[m]))  # X B + Y A
+        A.append((X * A[m]).addcmul_(Y, B[m], value=-1))  # X A - Y B (in place on a fresh product)
+        B.append((X * B[m]).addcmul_(Y, A[m]))  # X B + Y A
 
     # q[l][m] = hat q_l^m (a tensor [N], or a python float when it is constant, m = l)
     q = []
     factors = {}  # l -> its 2l+1 rows (m = -l..l), each as a pair of factors (row = a * b)
-    ones = X * 0.0 + 1.0 if normalize else torch.ones_like(X)  # [N] l = 0 row (NaN where x is inf/NaN)
-    # 0 at x = 0, else 1 (no data-dependent branch: no host synchronisation, one graph under compile)
-    mask = nonzero.to(x.dtype) if normalize else None  # [N]
+    ones = (X * 0.0).add_(1.0) if normalize else torch.ones_like(X)  # [N] l = 0 row (NaN where x is inf/NaN)
+    # 0 at x = 0, else 1, for the m = 0 rows of even l >= 2, the only rows with a constant term
+    # (no data-dependent branch: no host synchronisation, one graph under torch.compile)
+    mask = None  # [N]
+    if normalize and any(li % 2 == 0 and li > 0 for li in ls):
+        mask = torch.where(at_zero, 0.0, xf.new_ones(()))  # (a 0-d tensor keeps x's dtype)
     for li in range(lmax + 1):
         ql = []
         for m in range(li + 1):
@@ -184,11 +191,11 @@ def spherical_harmonics(l, x: torch.Tensor, normalize: bool = True, normalizatio
                 if isinstance(prev2, float):
                     ql.append((Z * q[li - 1][m]).mul_(alpha[li][m]).sub_(beta[li][m] * prev2))
                 else:
-                    ql.append(torch.addcmul(prev2 * -beta[li][m], Z, q[li - 1][m], value=alpha[li][m]))
+                    ql.append((prev2 * -beta[li][m]).addcmul_(Z, q[li - 1][m], value=alpha[li][m]))
         q.append(ql)
         if li in ls:
-            # m = 0 row: q_l^0 (at x = 0 the polynomial vanishes for l >= 1, hence the mask)
-            zero = (ones, 1.0) if li == 0 else (ql[0], 1.0 if mask is None else mask)
+            # m = 0 row: q_l^0; at x = 0 (Z = 0, r^2 taken as 1) it is 0 for odd l, the mask zeroes even l
+            zero = (ones, 1.0) if li == 0 else (ql[0], mask if mask is not None and li % 2 == 0 else 1.0)
             neg = [(B[m], ql[m]) for m in range(li, 0, -1)]
             pos = [(A[m], ql[m]) for m in range(1, li + 1)]
             factors[li] = neg + [zero] + pos
@@ -196,7 +203,7 @@ def spherical_harmonics(l, x: torch.Tensor, normalize: bool = True, normalizatio
             q[li - 2] = None  # no longer needed
 
     rows = [ab for li in ls for ab in factors[li]]
-    if (torch.is_grad_enabled() and x.requires_grad) or torch.compiler.is_compiling():
+    if autograd or torch.compiler.is_compiling():
         out = torch.stack([a * b for a, b in rows], dim=-1)  # [N, dim]
     else:  # same values, each column written straight into the output (out= has no autograd,
         # and torch.compile does not trace it; there the compiler fuses the stack anyway)
