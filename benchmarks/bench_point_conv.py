@@ -69,7 +69,8 @@ class E3nnPointConv(torch.nn.Module):
         r = edge_vec.norm(dim=1)  # [E]
         sh = self.o3.spherical_harmonics(str(self.ours.irreps_sh), edge_vec, normalize=True,
                                          normalization="component")  # [E, 9]
-        w = self.ours.radial(self.ours.basis(r) * self.ours.envelope(r)[:, None])  # [E, weight_numel]
+        emb = self.ours.basis(r) * (self.ours.envelope(r) * self.ours.basis_scale)[:, None]  # [E, num_basis]
+        w = self.ours.radial(emb)  # [E, weight_numel]
         if self.sign is not None:
             w = w * self.sign
         msg = self.tp(x[src], sh, w)  # [E, dim_out]

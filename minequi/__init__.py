@@ -21,5 +21,6 @@ from .graph import radius_graph, scatter_sum, scatter_mean
 from .radial import BesselBasis, PolynomialCutoff
 from .egnn import EGNNLayer, EGNN
 from .point_conv import PointConv
+from .tfn import TensorFieldNetwork
 
 __version__ = "0.1.0"

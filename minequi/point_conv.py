@@ -26,7 +26,9 @@ Here, as in NequIP :cite:`batzner2022e3`, the product is *depthwise*
 and the radial weights of all paths come from one MLP (no biases, SiLU) of
 the edge length expanded in DimeNet's Bessel basis times its smooth polynomial
 envelope :cite:`klicpera2020directional` (:class:`~minequi.radial.BesselBasis`,
-:class:`~minequi.radial.PolynomialCutoff`).  The MLP has no biases and
+:class:`~minequi.radial.PolynomialCutoff`), scaled by :math:`\sqrt{c^3/3}` so that
+the basis values have mean square about 1 (the functions are orthonormal on the ball
+of radius :math:`c`).  The MLP has no biases and
 :math:`\text{SiLU}(0) = 0`, so every radial weight is exactly zero beyond the
 cutoff and goes to zero there with its first two derivatives: a neighbour
 crossing the cutoff changes nothing abruptly.
@@ -57,9 +59,11 @@ messages.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -172,12 +176,30 @@ def point_convolution(tp: TensorProduct, x: torch.Tensor, edge_sh: torch.Tensor,
     return scatter_sum(msg, dst, num_nodes)  # [N, dim_out]  scatter into the targets (one index_add)
 
 
+def _scaled(x, f, c):
+    return c * f(x)
+
+
+def normalize2mom(f):
+    r"""``c f`` with ``c`` such that :math:`E[(c f(z))^2] = 1` for :math:`z \sim N(0, 1)` (e3nn's
+    ``normalize2mom``; 100-point Gauss-Hermite quadrature).  Odd or even ``f`` stay odd or even.
+
+    >>> silu = normalize2mom(torch.nn.functional.silu)
+    >>> round(silu.keywords["c"], 4)
+    1.6765
+    """
+    z, w = np.polynomial.hermite_e.hermegauss(100)  # nodes and weights for the weight exp(-z^2 / 2)
+    m2 = float((w / w.sum() * f(torch.as_tensor(z)).numpy() ** 2).sum())
+    return functools.partial(_scaled, f=f, c=m2 ** -0.5)
+
+
 class RadialMLP(nn.Module):
     r"""``[..., num_basis] -> [..., num_out]``: linear layers without bias, SiLU in between.
 
-    Weights are drawn from :math:`N(0, 1)` and each layer divides by :math:`\sqrt{\text{fan\_in}}`
-    (as e3nn's ``FullyConnectedNet``); without biases and with :math:`\text{SiLU}(0) = 0`,
-    ``RadialMLP(0) = 0``.  The weights are cast to the input's dtype.
+    Weights are drawn from :math:`N(0, 1)` and each layer divides by :math:`\sqrt{\text{fan\_in}}`,
+    and the SiLU is scaled to unit second moment (:func:`normalize2mom`), as in e3nn's
+    ``FullyConnectedNet``: unit-variance inputs give unit-variance outputs.  Without
+    biases and with :math:`\text{SiLU}(0) = 0`, ``RadialMLP(0) = 0``.
 
     >>> mlp = RadialMLP(8, [16], 5)
     >>> mlp(torch.zeros(3, 8)).abs().max().item(), mlp(torch.randn(3, 8)).shape
@@ -188,12 +210,13 @@ class RadialMLP(nn.Module):
         super().__init__()
         sizes = [num_basis, *hidden, num_out]
         self.weights = nn.ParameterList([nn.Parameter(torch.randn(a, b)) for a, b in zip(sizes[:-1], sizes[1:])])
+        self.act = normalize2mom(torch.nn.functional.silu)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         for k, W in enumerate(self.weights):
             if k > 0:
-                h = torch.nn.functional.silu(h)
-            h = h @ (W.to(h.dtype) / math.sqrt(W.shape[0]))  # [..., fan_out]
+                h = self.act(h)
+            h = h @ (W / math.sqrt(W.shape[0]))  # [..., fan_out]
         return h
 
 
@@ -229,9 +252,9 @@ class PointConv(nn.Module):
         envelope_p: exponent ``p`` of the polynomial envelope.
 
     Shapes: ``x [N, irreps_in.dim]``, ``pos [N, 3]``, ``edge_index [2, E]`` (integer)
-    -> ``[N, irreps_out.dim]``.  The computation follows the input dtype (the dtype of
-    ``x`` and ``pos`` promoted together; parameters are cast to it) and device.
-    ``E = 0`` and ``N = 0`` are allowed.
+    -> ``[N, irreps_out.dim]``.  ``x``, ``pos`` and the parameters must share one dtype
+    and device (else ``TypeError``; use ``.double()``, ``.to(...)``).  ``E = 0`` and
+    ``N = 0`` are allowed.
 
     >>> conv = PointConv("4x0e+4x1o", "0e+1o+2e", "4x0e+4x1o+4x2e", num_basis=4, cutoff=2.0)
     >>> conv.tp.weight_numel, len(conv.tp.paths)
@@ -267,6 +290,9 @@ class PointConv(nn.Module):
         self.tp = TensorProduct(self.irreps_in, self.irreps_sh, self.irreps_out, instructions=instructions,
                                 shared_weights=False)
         self.basis = BesselBasis(num_basis, cutoff)
+        # the Bessel functions are orthonormal on the ball (int_0^c e_n^2 r^2 dr = 1), so for
+        # neighbours spread uniformly in the ball each has mean square 3 / c^3: rescale to 1
+        self.basis_scale = math.sqrt(self.basis.cutoff ** 3 / 3)
         self.envelope = PolynomialCutoff(cutoff, envelope_p)
         hidden = [radial_hidden] if isinstance(radial_hidden, int) else list(radial_hidden)
         self.radial = RadialMLP(num_basis, hidden, self.tp.weight_numel)
@@ -283,14 +309,17 @@ class PointConv(nn.Module):
             raise ValueError(f"x must have shape [N, {self.irreps_in.dim}] with N = pos.shape[0] = {N}, "
                              f"got {tuple(x.shape)}")
         check_edge_index(edge_index, N)
-        dtype = torch.promote_types(x.dtype, pos.dtype)
-        x, pos = x.to(dtype), pos.to(dtype)
+        w = self.radial.weights[0]
+        if not x.dtype == pos.dtype == w.dtype or not x.device == pos.device == w.device:
+            raise TypeError(
+                f"PointConv: x is {x.dtype} on {x.device}, pos is {pos.dtype} on {pos.device} and the parameters "
+                f"are {w.dtype} on {w.device}; a module's parameters must match its input (use .to(...) on one)")
 
         src, dst = edge_index[0], edge_index[1]  # [E], [E]  messages flow src (j) -> dst (i)
         edge_vec = pos[src] - pos[dst]  # [E, 3]  r_ij = pos_j - pos_i
         r = torch.linalg.vector_norm(edge_vec, dim=1)  # [E]
         edge_sh = spherical_harmonics(self.irreps_sh.ls, edge_vec, normalize=True)  # [E, sh_dim]
-        emb = self.basis(r) * self.envelope(r)[:, None]  # [E, num_basis]  zero beyond the cutoff
+        emb = self.basis(r) * (self.envelope(r) * self.basis_scale)[:, None]  # [E, num_basis]  0 beyond the cutoff
         edge_weight = self.radial(emb)  # [E, weight_numel]
         out = point_convolution(self.tp, x, edge_sh, edge_weight, edge_index, N)  # [N, dim_out]
         return out / math.sqrt(self.avg_num_neighbors)  # [N, dim_out]

@@ -77,7 +77,10 @@ shape of ``x1`` and ``x2``).
 
 Precision
 ---------
-The Clebsch-Gordan tensors are kept in float64 whatever the module's dtype
+``x1``, ``x2`` and the weights (the module's parameters, or the ``weight``
+argument) must share one floating dtype and device, else ``TypeError`` (the
+library's rule: a module's parameters must match its input).  The
+Clebsch-Gordan tensors are kept in float64 whatever the module's dtype
 (``.float()``, ``.half()`` and ``.to(dtype)`` move them to a new device but
 never round them) and are cast to the input's dtype at each call, so a module
 that went through float32 and back to float64 is exact again.
@@ -353,12 +356,19 @@ class TensorProduct(nn.Module):
                 raise ValueError(
                     f"batch shape of weight {tuple(weight.shape[:-1])} does not broadcast "
                     f"with the batch shape {tuple(batch)} of x1 and x2") from None
+        # one dtype and device rule for every module: inputs and parameters must agree
+        for t, name in ((x1, "x1"), (x2, "x2"), (weight, "weight")):
+            if not t.is_floating_point():
+                raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+        what = "the parameters (internal weights)" if weight is self.weight else "weight"
+        if not x1.dtype == x2.dtype == weight.dtype or not x1.device == x2.device == weight.device:
+            raise TypeError(
+                f"TensorProduct: x1 is {x1.dtype} on {x1.device}, x2 is {x2.dtype} on {x2.device} and {what} "
+                f"{weight.dtype} on {weight.device}; they must match (use .to(...) on the module or the inputs)")
         return batch, weight
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None = None):
         batch, weight = self._check(x1, x2, weight)
-        dtype = torch.promote_types(torch.promote_types(x1.dtype, x2.dtype), weight.dtype)
-        x1, x2, weight = x1.to(dtype), x2.to(dtype), weight.to(dtype)
         B = math.prod(batch)
         x1 = x1.expand(*batch, x1.shape[-1]).reshape(B, x1.shape[-1])  # [B, dim1]
         x2 = x2.expand(*batch, x2.shape[-1]).reshape(B, x2.shape[-1])  # [B, dim2]

@@ -213,6 +213,21 @@ def test_dtype_and_device_follow_input():
     assert check_tp(tp64, x1.double(), x2.double()).max_error < EQ_TOL
 
 
+def test_dtypes_must_match():
+    # the library's rule: a module's parameters (or the weight argument) must match its inputs
+    tp = TensorProduct("2x0e+1x1o", "0e+1o", "1x0e+1x1o")
+    x1, x2 = torch.randn(3, 5), torch.randn(3, 4)
+    with pytest.raises(TypeError, match=r"x1 is torch.float64 on cpu, x2 is torch.float32 on cpu and the parameters"):
+        tp(x1.double(), x2)
+    with pytest.raises(TypeError, match="the parameters \\(internal weights\\) torch.float32"):
+        tp(x1.double(), x2.double())
+    with pytest.raises(TypeError, match="and weight torch.float64"):
+        tp(x1, x2, torch.randn(tp.weight_numel, dtype=F64))
+    with pytest.raises(TypeError, match="x1 must be a floating-point tensor, got dtype torch.int64"):
+        tp(torch.ones(3, 5, dtype=torch.long), x2)
+    assert tp.double()(x1.double(), x2.double()).dtype == F64
+
+
 def test_bad_inputs():
     tp = TensorProduct("2x0e+1x1o", "0e+1o", "1x0e+1x1o")
     with pytest.raises(ValueError, match=r"x1 must have shape \[\.\.\., 5\] for irreps 2x0e\+1x1o"):
