@@ -306,6 +306,18 @@ class TensorProduct(nn.Module):
             self.pairs.append((i1, i2, ranges))
         # Per output entry: its paths.
         self._by_out = [[n for n in range(len(paths)) if paths[n].i_out == io] for io in range(len(eo))]
+        # Segments of a per-sample weight vector: ("out", io) for the "uvw" paths of an output
+        # entry whose blocks are consecutive (always so without instructions), else ("path", n).
+        segments = {}
+        for io, members in enumerate(self._by_out):
+            uvw = [n for n in members if paths[n].mode == "uvw"]
+            if uvw and uvw == list(range(uvw[0], uvw[0] + len(uvw))):
+                segments["out", io] = (paths[uvw[0]].weight_start, paths[uvw[-1]].weight_stop)
+            else:
+                segments.update({("path", n): (paths[n].weight_start, paths[n].weight_stop) for n in uvw})
+        segments.update({("path", n): (p.weight_start, p.weight_stop) for n, p in enumerate(paths) if p.mode == "uvu"})
+        self._segments = sorted(segments, key=lambda key: segments[key])
+        self._segment_sizes = [segments[key][1] - segments[key][0] for key in self._segments]
 
         if self.internal_weights:
             self.weight = nn.Parameter(torch.randn(self.weight_numel))
@@ -452,20 +464,14 @@ class TensorProduct(nn.Module):
             outs.append(x1.new_zeros(mulo * d3, B) if y is None else y.reshape(mulo * d3, B))
         return torch.cat(outs, dim=0).T.contiguous()  # [B, dim_out]
 
-    def _weights_of(self, weight, members):
-        """The weight blocks of the paths ``members``, side by side: a view when they are
-        consecutive in the weight vector (always so without instructions), else a copy."""
-        ps = [self.paths[n] for n in members]
-        if all(a.weight_stop == b.weight_start for a, b in zip(ps, ps[1:])):
-            return weight[:, ps[0].weight_start:ps[-1].weight_stop]  # [B, sum of blocks]
-        return torch.cat([weight[:, p.weight_start:p.weight_stop] for p in ps], dim=1)  # [B, sum of blocks]
-
     def _per_sample(self, x1, x2, weight):
         """One weight vector per sample: batched matrix products with the batch index first."""
         B = x1.shape[0]
         x1s = x1.split([e[4] - e[3] for e in self._e1], dim=1)  # [B, mul1*d1] each
         x2s = x2.split([e[4] - e[3] for e in self._e2], dim=1)  # [B, mul2*d2] each
-        weights = weight.split([p.weight_stop - p.weight_start for p in self.paths], dim=1)  # [B, numel] each
+        # one split into the segments of _segments (never slicing: each slice would get its own
+        # zero-filled [B, weight_numel] gradient in the backward)
+        pieces = dict(zip(self._segments, weight.split(self._segment_sizes, dim=1)))  # [B, segment size] each
 
         # 1. CG contraction, pair by pair.
         #    uvw: s[b, k, uv] = sum_ij C_ijk x1[b, u, i] x2[b, v, j] (layout for a bmm with W[b, uv, w])
@@ -483,7 +489,7 @@ class TensorProduct(nn.Module):
                 t = self.contract_pair(x1s[i1], x2s[i2], i1, i2)  # [B, U, V, K]
                 for (n, k0, k1), part in zip(ranges, t.split(sizes, dim=3)):
                     if self.paths[n].mode == "uvu":
-                        W = weights[n].reshape(B, mul1, mul2, 1)  # [B, U, V, 1]
+                        W = pieces["path", n].reshape(B, mul1, mul2, 1)  # [B, U, V, 1]
                         yn = (part * W).sum(dim=2) if mul2 > 1 else part[:, :, 0] * W[:, :, 0]  # [B, U, d3]
                         y_uvu[self.paths[n].i_out].append(yn.reshape(B, mul1 * (k1 - k0)))
             if any(self.paths[n].mode == "uvw" for n, _, _ in ranges):
@@ -508,7 +514,10 @@ class TensorProduct(nn.Module):
             y = None
             if members:
                 S = torch.cat([s[n] for n in members], dim=2) if len(members) > 1 else s[members[0]]  # [B, d3, Q]
-                W = self._weights_of(weight, members)  # [B, Q*W]
+                if ("out", io) in pieces:  # the blocks of these paths are consecutive: one view
+                    W = pieces["out", io]  # [B, Q*W]
+                else:
+                    W = torch.cat([pieces["path", n] for n in members], dim=1)  # [B, Q*W]
                 y = torch.bmm(S, W.reshape(B, S.shape[2], mulo)).transpose(1, 2).reshape(B, mulo * d3)  # [B, W*d3]
             for yn in y_uvu[io]:
                 y = yn if y is None else y + yn  # [B, U*d3]
