@@ -89,43 +89,6 @@ def uvu_instructions(irreps_in, irreps_sh, irreps_out):
             if m1 == mo and r1.p * r2.p == ro.p and abs(r1.l - r2.l) <= ro.l <= r1.l + r2.l]
 
 
-def _weighted_products(tp, x_j, sh, w):
-    r"""Yield ``(i_out, a, b)`` with ``a * b`` = the weighted products of one path, ``[E, U, d3]``.
-
-    In general ``a`` is the path's slice of the pair's contraction
-    ``t[e, u, v, k] = sum_ab C_abk x_j[e, u, a] Y[e, v, b]`` and ``b`` its radial weights.
-    Two kinds of pairs with a single harmonic copy (``mul2 = 1``) are factored so that
-    autograd keeps only ``[E, U]`` tensors (and views of ``x_j``) for the backward, not
-    ``[E, U, d3]`` ones (the same outputs, less memory and time):
-
-    * ``l1 = 0`` (a scalar times a harmonic): ``(w x_j)[e, u] * (Y C)[e, k]``;
-    * ``l2 = 0`` (a constant harmonic): ``C(l, 0, l) = c I`` (Schur), so
-      ``x_j[e, u, k] * (c w Y_0)[e, u]``.
-    """
-    E = x_j[0].shape[0]
-    for i1, i2, ranges in tp.pairs:
-        U, l1 = tp.irreps_in1[i1].mul, tp.irreps_in1[i1].ir.l
-        V, l2 = tp.irreps_in2[i2].mul, tp.irreps_in2[i2].ir.l
-        if V == 1 and (l1 == 0 or l2 == 0):  # one path: l3 = l2 or l3 = l1
-            (n, _, _), = ranges
-            C = tp.cg(i1, i2, x_j[i1].dtype)  # [d1, d2, d3]
-            if l1 == 0:
-                G = sh[i2] @ C[0]  # [E, d3]
-                yield tp.paths[n].i_out, (x_j[i1] * w[n])[:, :, None], G[:, None, :]  # [E, U, 1], [E, 1, d3]
-            else:
-                s = w[n] * (sh[i2] * C[0, 0, 0])  # [E, U]
-                yield tp.paths[n].i_out, x_j[i1].reshape(E, U, 2 * l1 + 1), s[:, :, None]  # [E, U, d1], [E, U, 1]
-            continue
-        t = tp.contract_pair(x_j[i1], sh[i2], i1, i2)  # [E, U, V, K]  all paths of the pair
-        K = t.shape[3]
-        # path n with harmonic copy v is t[:, :, v, k0:k1], taken as pieces of one split
-        pieces = t.reshape(E, U, V * K).split([k1 - k0 for _, k0, k1 in ranges] * V, dim=2)  # [E, U, d3] each
-        for j, t_p in enumerate(pieces):
-            v, (n, _, _) = j // len(ranges), ranges[j % len(ranges)]  # harmonic copy, path
-            w_p = w[n].reshape(E, U, V, 1)[:, :, v] if V > 1 else w[n].reshape(E, U, 1)  # [E, U, 1]
-            yield tp.paths[n].i_out, t_p, w_p
-
-
 def point_convolution(tp: TensorProduct, x: torch.Tensor, edge_sh: torch.Tensor, edge_weight: torch.Tensor,
                       edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
     r"""Fused gather -> per-edge ``"uvu"`` tensor product -> scatter-sum.
@@ -135,7 +98,7 @@ def point_convolution(tp: TensorProduct, x: torch.Tensor, edge_sh: torch.Tensor,
     equal to ``scatter_sum(tp(x[edge_index[0]], edge_sh, edge_weight), edge_index[1], num_nodes)``:
     per ``(i1, i2)`` pair one Clebsch-Gordan contraction (:meth:`TensorProduct.contract_pair`),
     then each path's products are weighted and added into the messages of their output entry
-    (one fused multiply-add, :func:`_weighted_products`), and the messages ``[E, d_out]``
+    (one fused multiply-add, :meth:`TensorProduct.uvu_products`), and the messages ``[E, d_out]``
     are scatter-summed into the targets in one ``index_add`` (one call over all output
     entries is several times faster on CPU than one per entry).  No
     ``[E, d_out, mul1 * mul2]`` tensor is formed.
@@ -168,7 +131,7 @@ def point_convolution(tp: TensorProduct, x: torch.Tensor, edge_sh: torch.Tensor,
     sh = edge_sh.split([mul * ir.dim for mul, ir in tp.irreps_in2], dim=1)  # [E, mul2*d2] per entry
     w = edge_weight.split([p.weight_stop - p.weight_start for p in tp.paths], dim=1)  # [E, U*V] per path
     msg = [None] * len(tp.irreps_out)  # per output entry: the summed messages [E, U, d3]
-    for i_out, a, b in _weighted_products(tp, x_j, sh, w):  # message of one path = a * b
+    for i_out, a, b in tp.uvu_products(x_j, sh, w):  # message of one path = a * b
         m = msg[i_out]
         msg[i_out] = a * b if m is None else torch.addcmul(m, a, b)  # [E, U, d3]
     msg = torch.cat([x.new_zeros(E, mul * ir.dim) if m is None else m.reshape(E, mul * ir.dim)

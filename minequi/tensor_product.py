@@ -418,6 +418,51 @@ class TensorProduct(nn.Module):
         t = torch.bmm(x1.reshape(B, mul1, d1), g)  # [B, U, V*K]
         return t.reshape(B, mul1, mul2, K)
 
+    def uvu_products(self, x1s, x2s, weights):
+        r"""Yield ``(i_out, a, b)`` for every ``"uvu"`` path: ``a * b`` (broadcast) is the path's
+        contribution ``[B, U, d3]`` to output entry ``i_out``, per-sample weights included.
+
+        ``x1s`` and ``x2s`` are the entry blocks of ``x1 [B, dim1]`` and ``x2 [B, dim2]``
+        (``x.split`` by entry), ``weights[n]`` the ``[B, U * V]`` weights of path ``n``.
+        In general ``a`` is the path's part of the pair's contraction (:meth:`contract_pair`)
+        ``t[b, u, v, k]`` and ``b`` its weights.  Two kinds of pairs with a single copy in
+        ``x2`` (``mul2 = 1``) are factored so that autograd keeps only ``[B, U]`` tensors
+        (and views of ``x1``) for the backward, not ``[B, U, d3]`` ones (the same outputs,
+        less memory and time):
+
+        * ``l1 = 0``: ``(w x1)[b, u] * (x2 C)[b, k]``;
+        * ``l2 = 0``: ``C(l, 0, l) = c I`` (Schur's lemma), so ``x1[b, u, k] * (c w x2)[b, u]``.
+        """
+        B = x1s[0].shape[0]
+        for i1, i2, ranges in self.pairs:
+            uvu = [(n, k0, k1) for n, k0, k1 in ranges if self.paths[n].mode == "uvu"]
+            if not uvu:
+                continue
+            U, l1 = self._e1[i1][:2]
+            V, l2 = self._e2[i2][:2]
+            if V == 1 and (l1 == 0 or l2 == 0):  # every path of the pair has l3 = l2 (or l1)
+                C = self.cg(i1, i2, x1s[i1].dtype)  # [d1, d2, K]
+                for n, k0, k1 in uvu:
+                    if l1 == 0:
+                        G = x2s[i2] @ C[0, :, k0:k1]  # [B, d3]
+                        yield self.paths[n].i_out, (x1s[i1] * weights[n])[:, :, None], G[:, None, :]  # [B, U, 1], [B, 1, d3]
+                    else:
+                        c = weights[n] * (x2s[i2] * C[0, 0, k0])  # [B, U]
+                        yield self.paths[n].i_out, x1s[i1].reshape(B, U, 2 * l1 + 1), c[:, :, None]  # [B, U, d1], [B, U, 1]
+                continue
+            t = self.contract_pair(x1s[i1], x2s[i2], i1, i2)  # [B, U, V, K]  all paths of the pair
+            K = t.shape[3]
+            # path n with copy v of x2 is t[:, :, v, k0:k1]: the pieces of one split (the
+            # backward of a split is one concatenation; slices would each get a zero-filled
+            # full-size gradient); the pair's "uvw" paths, if any, are skipped
+            pieces = t.reshape(B, U, V * K).split([k1 - k0 for _, k0, k1 in ranges] * V, dim=2)
+            for j, t_p in enumerate(pieces):  # [B, U, d3]
+                v, (n, _, _) = j // len(ranges), ranges[j % len(ranges)]  # copy of x2, path
+                if self.paths[n].mode != "uvu":
+                    continue
+                w_p = weights[n].reshape(B, U, V, 1)[:, :, v] if V > 1 else weights[n].reshape(B, U, 1)  # [B, U, 1]
+                yield self.paths[n].i_out, t_p, w_p
+
     def _shared(self, x1, x2, weight):
         """One weight vector for the whole batch.  The batch index goes last, so that
         every contraction is one large matrix product with no per-sample small matrices."""
@@ -474,10 +519,13 @@ class TensorProduct(nn.Module):
         pieces = dict(zip(self._segments, weight.split(self._segment_sizes, dim=1)))  # [B, segment size] each
 
         # 1. CG contraction, pair by pair.
+        #    uvu: y[b, u, k] = sum of the paths' products a * b from uvu_products
         #    uvw: s[b, k, uv] = sum_ij C_ijk x1[b, u, i] x2[b, v, j] (layout for a bmm with W[b, uv, w])
-        #    uvu: y[b, u, k] = sum_v W[b, u, v] t[b, u, v, k] with t from contract_pair
+        y_uvu = [None] * len(self._eo)  # per output entry: the sum of its uvu paths [B, U, d3]
+        uvu_weights = {n: pieces["path", n] for n, p in enumerate(self.paths) if p.mode == "uvu"}
+        for io, a, b in self.uvu_products(x1s, x2s, uvu_weights):
+            y_uvu[io] = a * b if y_uvu[io] is None else torch.addcmul(y_uvu[io], a, b)  # [B, U, d3]
         s = [None] * len(self.paths)
-        y_uvu = [[] for _ in self._eo]  # per output entry: [B, U*d3] contributions
         for i1, i2, ranges in self.pairs:
             mul1, l1 = self._e1[i1][:2]
             mul2, l2 = self._e2[i2][:2]
@@ -485,13 +533,6 @@ class TensorProduct(nn.Module):
             # (split, not slicing: the backward of split is one concatenation, not one
             # zero-filled full-size gradient per slice)
             sizes = [k1 - k0 for _, k0, k1 in ranges]
-            if any(self.paths[n].mode == "uvu" for n, _, _ in ranges):
-                t = self.contract_pair(x1s[i1], x2s[i2], i1, i2)  # [B, U, V, K]
-                for (n, k0, k1), part in zip(ranges, t.split(sizes, dim=3)):
-                    if self.paths[n].mode == "uvu":
-                        W = pieces["path", n].reshape(B, mul1, mul2, 1)  # [B, U, V, 1]
-                        yn = (part * W).sum(dim=2) if mul2 > 1 else part[:, :, 0] * W[:, :, 0]  # [B, U, d3]
-                        y_uvu[self.paths[n].i_out].append(yn.reshape(B, mul1 * (k1 - k0)))
             if any(self.paths[n].mode == "uvw" for n, _, _ in ranges):
                 cg = self.cg(i1, i2, x1.dtype)  # [d1, d2, K]
                 K = cg.shape[2]
@@ -519,7 +560,8 @@ class TensorProduct(nn.Module):
                 else:
                     W = torch.cat([pieces["path", n] for n in members], dim=1)  # [B, Q*W]
                 y = torch.bmm(S, W.reshape(B, S.shape[2], mulo)).transpose(1, 2).reshape(B, mulo * d3)  # [B, W*d3]
-            for yn in y_uvu[io]:
-                y = yn if y is None else y + yn  # [B, U*d3]
+            if y_uvu[io] is not None:
+                yn = y_uvu[io].reshape(B, mulo * d3)  # [B, U*d3]
+                y = yn if y is None else y + yn
             outs.append(x1.new_zeros(B, mulo * d3) if y is None else y)
         return torch.cat(outs, dim=1)  # [B, dim_out]
