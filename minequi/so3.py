@@ -49,11 +49,17 @@ __all__ = ["so3_generators", "wigner_D", "matrix_to_quaternion", "check_orthogon
 _GENERATORS = {}  # l -> [3, 2l+1, 2l+1] float64, built once
 
 
-@torch.compiler.assume_constant_result  # under torch.compile: a constant of the graph, not traced
 def _generators_float64(l: int) -> torch.Tensor:
     if l not in _GENERATORS:
         _GENERATORS[l] = _build_generators(l)
     return _GENERATORS[l]
+
+
+# Under torch.compile the generators are a constant of the graph: Dynamo calls this function
+# instead of tracing it (the build has data-dependent checks).  This is what the decorator
+# torch.compiler.assume_constant_result does; set directly, because that decorator imports
+# torch._dynamo (and sympy) when minequi is imported.
+_generators_float64._dynamo_marked_constant = True
 
 
 def _build_generators(l: int) -> torch.Tensor:

@@ -48,10 +48,9 @@ __all__ = ["spherical_harmonics", "SphericalHarmonics"]
 _NORMALIZATIONS = ("component", "norm", "integral")
 
 
-_COEFFICIENTS = {}  # lmax -> (alpha, beta, diag)
+_COEFFICIENTS = {}  # lmax -> (alpha, beta, diag); a dict, not functools.lru_cache, which torch.compile warns about
 
 
-@torch.compiler.assume_constant_result  # under torch.compile: constants, not traced
 def _coefficients(lmax: int):
     r"""Python floats ``alpha[l][m]``, ``beta[l][m]`` (``m <= l-1``, ``m <= l-2``) and ``diag[l]`` = :math:`\hat q_l^l`."""
     if lmax not in _COEFFICIENTS:

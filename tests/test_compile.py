@@ -64,6 +64,19 @@ def _egnn():
     return (lambda h, x, e: model(h, x, e, batch=batch, num_graphs=2)), (h, x, edge_index)
 
 
+def _tfn():
+    from minequi.tfn import TensorFieldNetwork
+
+    torch.manual_seed(0)
+    model = TensorFieldNetwork("1x0e", "4x0e+2x1o+2x1e", "1x0e", num_layers=2, lmax=1, num_basis=4,
+                               cutoff=2.0).double()
+    x = torch.ones(5, 1, dtype=F64)
+    pos = torch.randn(5, 3, dtype=F64, generator=gen(2))
+    edge_index = torch.tensor([[0, 1, 2, 3, 4, 1], [1, 0, 3, 2, 0, 4]])
+    batch = torch.tensor([0, 0, 0, 1, 1])
+    return (lambda x, p, e: model(x, p, e, batch=batch, num_graphs=2)), (x, pos, edge_index)
+
+
 def _radial(name):
     from minequi import radial
 
@@ -101,8 +114,9 @@ CASES = {
     "PointConv": _point_conv,
     "EGNNLayer": _egnn_layer,
     "EGNN": _egnn,
+    "TensorFieldNetwork": _tfn,
 }
-GRAPH_LAYERS = ("PointConv", "EGNNLayer", "EGNN")  # the gradient is taken w.r.t. the positions
+GRAPH_LAYERS = ("PointConv", "EGNNLayer", "EGNN", "TensorFieldNetwork")  # the gradient is taken w.r.t. the positions
 
 
 def _flat(y):
