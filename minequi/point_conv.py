@@ -8,8 +8,10 @@ feature of every node ``i`` of a point cloud by a sum over its neighbours ``j``:
           \Big( W(|r_{ij}|) \otimes Y(\hat r_{ij}) \Big) x_j,
    \qquad r_{ij} = \text{pos}_j - \text{pos}_i,
 
-the paper's eq. (3)-(4): the filter is a learned radial function of the edge
-length times the spherical harmonics :math:`Y^{l_f}` of the edge direction
+the paper's point-convolution layer (its filter :math:`F^{(l_f, l_i)}_{c m}(r) =
+R^{(l_f, l_i)}_c(|r|)\, Y^{(l_f)}_m(\hat r)` combined with the input by Clebsch-Gordan
+coefficients and summed over the points): the filter is a learned radial function
+of the edge length times the spherical harmonics :math:`Y^{l_f}` of the edge direction
 (:func:`~minequi.spherical_harmonics`), combined with the neighbour's feature
 :math:`x_j` through the Clebsch-Gordan tensor product
 (:class:`~minequi.TensorProduct`).  :math:`\bar n` is the average number of

@@ -3,9 +3,9 @@ r"""A Tensor Field Network: ``TensorFieldNetwork``.
 Thomas et al. :cite:`thomas2018tensor` build an E(3)-equivariant network for point
 clouds from three equivariant layers, repeated:
 
-1. **point convolution** (:class:`~minequi.PointConv`, their eq. 3-4): every node
+1. **point convolution** (:class:`~minequi.PointConv`): every node
    gathers its neighbours' features through radial filters times spherical harmonics;
-2. **self-interaction** (:class:`~minequi.Linear`, their eq. 5): an equivariant linear
+2. **self-interaction** (:class:`~minequi.Linear`): an equivariant linear
    map mixing the channels of each irrep at each node (with a bias on the ``0e``
    scalars only);
 3. **nonlinearity**: here the gate of Weiler et al. (:class:`~minequi.Gate`, which
@@ -99,7 +99,7 @@ class TensorFieldNetwork(nn.Module):
     >>> TensorFieldNetwork("1x0e", "8x0e+4x1o+2x2e", "1x0o")
     Traceback (most recent call last):
     ...
-    ValueError: TensorFieldNetwork: irreps_out=1x0o cannot be produced from the last hidden irreps 8x0e+4x1o+2x2e ...
+    ValueError: TensorFieldNetwork: irreps_out=1x0o cannot be produced from the last hidden irreps 8x0e+4x1o+2x2e: 0o missing ...
     """
 
     def __init__(self, irreps_in="1x0e", irreps_hidden="8x0e+4x0o+4x1o+4x1e+2x2e+2x2o", irreps_out="1x0e",
@@ -140,13 +140,14 @@ class TensorFieldNetwork(nn.Module):
             self.linears.append(Linear(conv_out, gate.irreps_in, bias=True))  # self-interaction
             self.gates.append(gate)
             irreps = gate.irreps_out
-        try:
-            self.readout = Linear(irreps, self.irreps_out)
-        except ValueError:
+        missing = [str(ir) for mul, ir in self.irreps_out if mul > 0 and ir not in {r for _, r in irreps}]
+        if missing:  # (a Linear would silently output zeros there)
             raise ValueError(
                 f"TensorFieldNetwork: irreps_out={self.irreps_out} cannot be produced from the last hidden "
-                f"irreps {irreps} (a Linear readout only maps equal irreps; e.g. a 0o output needs 0o in "
-                f"irreps_hidden and at least 3 layers from 0e inputs, see the module docstring)") from None
+                f"irreps {irreps}: {', '.join(missing)} missing (a Linear readout only maps equal irreps; e.g. "
+                f"a 0o output needs 0o in irreps_hidden and at least 3 layers from 0e inputs, see the module "
+                f"docstring)")
+        self.readout = Linear(irreps, self.irreps_out)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, edge_index: torch.Tensor,
                 batch: torch.Tensor | None = None, num_graphs: int | None = None) -> torch.Tensor:

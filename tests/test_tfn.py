@@ -180,6 +180,8 @@ def test_bad_inputs():
         TensorFieldNetwork(reduce="max")
     with pytest.raises(ValueError, match="can reach none of irreps_hidden"):
         TensorFieldNetwork("1x0e", "4x3o", "1x0e", lmax=1)
+    with pytest.raises(ValueError, match="0o missing"):  # partly producible: no silent zeros
+        TensorFieldNetwork("1x0e", HIDDEN, "1x0e+1x0o", num_layers=2)
 
 
 def test_compiles_to_one_graph():
