@@ -165,31 +165,32 @@ def test_fused_equals_unfused_tensor_product_and_scatter():
 
 def test_fused_with_several_harmonic_copies_and_gradients():
     # mul2 > 1 (and l1 = 0 / l2 = 0 pairs) take the general branch of point_convolution
-    i1, i2, io = "3x0e+2x1o+2x2e", "2x0e+2x1o+1x2e", "3x0e+3x1o+2x0e+2x1o+2x1e+2x2e+3x2e"
+    i1, i2, io = "2x0e+1x1o+1x2e", "2x0e+2x1o", "2x0e+1x0e+2x1o+1x1o+1x1e+1x2e"
     tp = TensorProduct(i1, i2, io, instructions=uvu_instructions(i1, i2, io), shared_weights=False).double()
     g = torch.Generator().manual_seed(4)
-    x = torch.randn(5, tp.irreps_in1.dim, dtype=F64, generator=g, requires_grad=True)
-    sh = torch.randn(9, tp.irreps_in2.dim, dtype=F64, generator=g, requires_grad=True)
-    w = torch.randn(9, tp.weight_numel, dtype=F64, generator=g, requires_grad=True)
-    edge_index = torch.randint(0, 5, (2, 9), generator=g)
-    fused = point_convolution(tp, x, sh, w, edge_index, 5)
-    unfused = scatter_sum(tp(x[edge_index[0]], sh, w), edge_index[1], 5)
+    x = torch.randn(3, tp.irreps_in1.dim, dtype=F64, generator=g, requires_grad=True)
+    sh = torch.randn(4, tp.irreps_in2.dim, dtype=F64, generator=g, requires_grad=True)
+    w = torch.randn(4, tp.weight_numel, dtype=F64, generator=g, requires_grad=True)
+    edge_index = torch.tensor([[0, 1, 2, 2], [1, 0, 0, 1]])
+    fused = point_convolution(tp, x, sh, w, edge_index, 3)
+    unfused = scatter_sum(tp(x[edge_index[0]], sh, w), edge_index[1], 3)
     torch.testing.assert_close(fused, unfused, atol=REF_TOL, rtol=0)
-    assert torch.autograd.gradcheck(lambda a, b, c: point_convolution(tp, a, b, c, edge_index, 5), (x, sh, w))
+    assert torch.autograd.gradcheck(lambda a, b, c: point_convolution(tp, a, b, c, edge_index, 3), (x, sh, w))
     with pytest.raises(ValueError, match="all 'uvu'"):
         point_convolution(TensorProduct("1o", "1o", "0e", shared_weights=False), x[:, :1], sh, w, edge_index, 5)
 
 
 def test_gradients_positions_and_double_backward():
-    conv = make_conv()
-    pos, g = cloud(6, seed=5)
+    torch.manual_seed(5)
+    conv = PointConv("2x0e+1x1o+1x2e", SH, "2x0e+1x1o+1x1e+1x2e", num_basis=4, cutoff=2.5).double()
+    pos, g = cloud(4, seed=5)
     edge_index = radius_graph(pos, 2.5)
-    x = torch.randn(6, conv.irreps_in.dim, dtype=F64, generator=g)
+    x = torch.randn(4, conv.irreps_in.dim, dtype=F64, generator=g)
     pos = pos.requires_grad_(True)
     x = x.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda x, p: conv(x, p, edge_index), (x, pos))
     # forces (the gradient of an invariant) can themselves be differentiated (training on forces)
-    energy = lambda p: conv(x, p, edge_index)[:, :4].sum()  # noqa: E731  the 0e outputs
+    energy = lambda p: conv(x, p, edge_index)[:, :2].sum()  # noqa: E731  the 0e outputs
     assert torch.autograd.gradgradcheck(energy, (pos,))
 
 

@@ -186,10 +186,12 @@ def test_bad_inputs():
 
 def test_compiles_to_one_graph():
     torch._dynamo.reset()
-    tfn = model()
+    tfn = model(num_layers=2, irreps_out="1x0e+1x1o")
     x, pos, edge_index, batch = two_clouds()
     pos = pos.requires_grad_(True)
-    compiled = torch.compile(tfn, fullgraph=True, backend="aot_eager")
+    # backend="eager": Dynamo's capture alone decides fullgraph (any graph break raises); the
+    # layers' backward graphs are traced by AOTAutograd in test_point_conv / test_tensor_product
+    compiled = torch.compile(tfn, fullgraph=True, backend="eager")
     y = tfn(x, pos, edge_index, batch, num_graphs=2)
     yc = compiled(x, pos, edge_index, batch, num_graphs=2)
     torch.testing.assert_close(yc, y, atol=1e-13, rtol=0)
