@@ -193,13 +193,7 @@ def test_gradients_flow_and_gradcheck():
     tp(x1, x2).pow(2).sum().backward()
     for t in (x1.grad, x2.grad, tp.weight.grad):
         assert t is not None and torch.isfinite(t).all() and t.abs().sum() > 0
-    tp = tp.double()
-    a = torch.randn(3, tp.irreps_in1.dim, dtype=F64, requires_grad=True)
-    b = torch.randn(3, tp.irreps_in2.dim, dtype=F64, requires_grad=True)
-    w = torch.randn(tp.weight_numel, dtype=F64, requires_grad=True)
-    ws = torch.randn(3, tp.weight_numel, dtype=F64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b, w: tp(a, b, w), (a, b, w))
-    assert torch.autograd.gradcheck(lambda a, b, w: tp(a, b, w), (a, b, ws))
+    _gradcheck_shared_and_per_sample(tp.double())
 
 
 def test_dtype_and_device_follow_input():
@@ -409,15 +403,21 @@ def test_uvu_output_variance_is_one():
             assert all(lo < v < hi for v in var), (norm, var)  # "none": the fan-in (3 to 5 terms)
 
 
-def test_uvu_gradcheck():
-    ins = [(0, 0, 0, "uvu"), (1, 1, 0, "uvu"), (1, 0, 1, "uvu"), (0, 1, 1, "uvu"), (1, 1, 2, "uvu")]
-    tp = TensorProduct("2x0e+2x1o", "0e+2x1o", "2x0e+2x1o+2x1e", instructions=ins).double()
+def _gradcheck_shared_and_per_sample(tp):
+    """gradcheck a float64 ``tp`` with shared and with per-sample weights; returns the per-sample inputs."""
     a = torch.randn(3, tp.irreps_in1.dim, dtype=F64, requires_grad=True)
     b = torch.randn(3, tp.irreps_in2.dim, dtype=F64, requires_grad=True)
     w = torch.randn(tp.weight_numel, dtype=F64, requires_grad=True)
     ws = torch.randn(3, tp.weight_numel, dtype=F64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, b, w: tp(a, b, w), (a, b, w))
     assert torch.autograd.gradcheck(lambda a, b, w: tp(a, b, w), (a, b, ws))
+    return a, b, ws
+
+
+def test_uvu_gradcheck():
+    ins = [(0, 0, 0, "uvu"), (1, 1, 0, "uvu"), (1, 0, 1, "uvu"), (0, 1, 1, "uvu"), (1, 1, 2, "uvu")]
+    tp = TensorProduct("2x0e+2x1o", "0e+2x1o", "2x0e+2x1o+2x1e", instructions=ins).double()
+    a, b, ws = _gradcheck_shared_and_per_sample(tp)
     assert torch.autograd.gradgradcheck(lambda a, b, w: tp(a, b, w), (a, b, ws))
 
 
