@@ -75,7 +75,7 @@ from .radial import BesselBasis, PolynomialCutoff
 from .spherical_harmonics import spherical_harmonics
 from .tensor_product import TensorProduct
 
-__all__ = ["PointConv", "RadialMLP", "point_convolution", "uvu_instructions"]
+__all__ = ["PointConv", "RadialMLP", "edge_messages", "point_convolution", "uvu_instructions"]
 
 
 def uvu_instructions(irreps_in, irreps_sh, irreps_out):
@@ -89,6 +89,42 @@ def uvu_instructions(irreps_in, irreps_sh, irreps_out):
             for i1, (m1, r1) in enumerate(e1) for i2, (_, r2) in enumerate(e2)
             for io, (mo, ro) in enumerate(eo)
             if m1 == mo and r1.p * r2.p == ro.p and abs(r1.l - r2.l) <= ro.l <= r1.l + r2.l]
+
+
+def edge_messages(tp: TensorProduct, x: torch.Tensor, edge_sh: torch.Tensor, edge_weight: torch.Tensor,
+                  edge_index: torch.Tensor) -> torch.Tensor:
+    r"""The per-edge messages of :func:`point_convolution`, before the sum over neighbours.
+
+    .. math:: m_e = \text{tp}(x_j, \text{edge\_sh}_e, \text{edge\_weight}_e), \qquad e = (j \to i)
+
+    ``[E, tp.irreps_out.dim]``, equal to ``tp(x[edge_index[0]], edge_sh, edge_weight)`` without
+    forming ``[E, d_out, mul1 * mul2]``.  Attention layers
+    (:class:`~minequi.EquivariantAttention`) weight these messages before summing them.
+
+    >>> tp = TensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", shared_weights=False,
+    ...                    instructions=uvu_instructions("2x0e+2x1o", "0e+1o", "2x0e+2x1o"))
+    >>> x, sh, w = torch.randn(3, 8), torch.randn(4, 4), torch.randn(4, tp.weight_numel)
+    >>> edge_index = torch.tensor([[0, 1, 2, 2], [1, 0, 0, 1]])
+    >>> m = edge_messages(tp, x, sh, w, edge_index)
+    >>> bool(torch.allclose(m, tp(x[edge_index[0]], sh, w), atol=1e-6))
+    True
+    """
+    if any(p.mode != "uvu" for p in tp.paths):
+        raise ValueError("edge_messages needs a TensorProduct whose paths are all 'uvu'")
+    src = edge_index[0]  # [E]
+    E = src.shape[0]
+    # (blocks are taken with split, never by slicing: the backward of a split is one
+    # concatenation, where each slice would get its own zero-filled full-size gradient)
+    x_j = x[src].split([mul * ir.dim for mul, ir in tp.irreps_in1], dim=1)  # gather: [E, mul1*d1] per entry
+    sh = edge_sh.split([mul * ir.dim for mul, ir in tp.irreps_in2], dim=1)  # [E, mul2*d2] per entry
+    w = edge_weight.split([p.weight_stop - p.weight_start for p in tp.paths], dim=1)  # [E, U*V] per path
+    msg = [None] * len(tp.irreps_out)  # per output entry: the summed messages [E, U, d3]
+    for i_out, a, b in tp.uvu_products(x_j, sh, w):  # message of one path = a * b
+        m = msg[i_out]
+        msg[i_out] = a * b if m is None else torch.addcmul(m, a, b)  # [E, U, d3]
+    msg = torch.cat([x.new_zeros(E, mul * ir.dim) if m is None else m.reshape(E, mul * ir.dim)
+                     for m, (mul, ir) in zip(msg, tp.irreps_out)], dim=1)  # [E, dim_out]
+    return msg  # [E, dim_out]
 
 
 def point_convolution(tp: TensorProduct, x: torch.Tensor, edge_sh: torch.Tensor, edge_weight: torch.Tensor,
@@ -125,20 +161,8 @@ def point_convolution(tp: TensorProduct, x: torch.Tensor, edge_sh: torch.Tensor,
     """
     if any(p.mode != "uvu" for p in tp.paths):
         raise ValueError("point_convolution needs a TensorProduct whose paths are all 'uvu'")
-    src, dst = edge_index[0], edge_index[1]  # [E], [E]
-    E = src.shape[0]
-    # (blocks are taken with split, never by slicing: the backward of a split is one
-    # concatenation, where each slice would get its own zero-filled full-size gradient)
-    x_j = x[src].split([mul * ir.dim for mul, ir in tp.irreps_in1], dim=1)  # gather: [E, mul1*d1] per entry
-    sh = edge_sh.split([mul * ir.dim for mul, ir in tp.irreps_in2], dim=1)  # [E, mul2*d2] per entry
-    w = edge_weight.split([p.weight_stop - p.weight_start for p in tp.paths], dim=1)  # [E, U*V] per path
-    msg = [None] * len(tp.irreps_out)  # per output entry: the summed messages [E, U, d3]
-    for i_out, a, b in tp.uvu_products(x_j, sh, w):  # message of one path = a * b
-        m = msg[i_out]
-        msg[i_out] = a * b if m is None else torch.addcmul(m, a, b)  # [E, U, d3]
-    msg = torch.cat([x.new_zeros(E, mul * ir.dim) if m is None else m.reshape(E, mul * ir.dim)
-                     for m, (mul, ir) in zip(msg, tp.irreps_out)], dim=1)  # [E, dim_out]
-    return scatter_sum(msg, dst, num_nodes)  # [N, dim_out]  scatter into the targets (one index_add)
+    msg = edge_messages(tp, x, edge_sh, edge_weight, edge_index)  # [E, dim_out]
+    return scatter_sum(msg, edge_index[1], num_nodes)  # [N, dim_out]  scatter into the targets (one index_add)
 
 
 def _scaled(x, f, c):
@@ -266,7 +290,20 @@ class PointConv(nn.Module):
         return (f"{self.irreps_in} x {self.irreps_sh} -> {self.irreps_out}, weight_numel={self.tp.weight_numel} "
                 f"per edge, cutoff={self.basis.cutoff}, avg_num_neighbors={self.avg_num_neighbors}")
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    def edge_embedding(self, edge_vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(edge_sh [E, irreps_sh.dim], edge_weight [E, tp.weight_numel])`` of the edge vectors
+        ``edge_vec [E, 3]`` (:math:`r_{ij}`): the harmonics of the direction and the radial MLP of the
+        length (exactly zero beyond the cutoff)."""
+        r = torch.linalg.vector_norm(edge_vec, dim=1)  # [E]
+        edge_sh = spherical_harmonics(self.irreps_sh.ls, edge_vec, normalize=True)  # [E, sh_dim]
+        emb = self.basis(r) * (self.envelope(r) * self.basis_scale)[:, None]  # [E, num_basis]  0 beyond the cutoff
+        return edge_sh, self.radial(emb)  # [E, sh_dim], [E, weight_numel]
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, edge_index: torch.Tensor,
+                edge_vec: torch.Tensor | None = None) -> torch.Tensor:
+        """``edge_vec [E, 3]``, optional: the edge vectors :math:`r_{ij}` when they are not
+        ``pos[j] - pos[i]``, e.g. ``pos[j] - pos[i] + shifts @ cell`` across periodic
+        boundaries (:func:`~minequi.neighbor_list`); ``pos`` then only sets ``N``, dtype and device."""
         check_pos(pos)
         N = pos.shape[0]
         self.irreps_in.check_features(x, "x", "irreps_in")
@@ -281,10 +318,12 @@ class PointConv(nn.Module):
                 f"are {w.dtype} on {w.device}; a module's parameters must match its input (use .to(...) on one)")
 
         src, dst = edge_index[0], edge_index[1]  # [E], [E]  messages flow src (j) -> dst (i)
-        edge_vec = pos[src] - pos[dst]  # [E, 3]  r_ij = pos_j - pos_i
-        r = torch.linalg.vector_norm(edge_vec, dim=1)  # [E]
-        edge_sh = spherical_harmonics(self.irreps_sh.ls, edge_vec, normalize=True)  # [E, sh_dim]
-        emb = self.basis(r) * (self.envelope(r) * self.basis_scale)[:, None]  # [E, num_basis]  0 beyond the cutoff
-        edge_weight = self.radial(emb)  # [E, weight_numel]
+        if edge_vec is None:
+            edge_vec = pos[src] - pos[dst]  # [E, 3]  r_ij = pos_j - pos_i
+        elif not isinstance(edge_vec, torch.Tensor) or edge_vec.shape != (src.shape[0], 3) \
+                or edge_vec.dtype != pos.dtype or edge_vec.device != pos.device:
+            raise ValueError(f"edge_vec must be a [E, 3] = [{src.shape[0]}, 3] tensor of pos's dtype and device, "
+                             f"got {getattr(edge_vec, 'shape', type(edge_vec).__name__)}")
+        edge_sh, edge_weight = self.edge_embedding(edge_vec)  # [E, sh_dim], [E, weight_numel]
         out = point_convolution(self.tp, x, edge_sh, edge_weight, edge_index, N)  # [N, dim_out]
         return out / math.sqrt(self.avg_num_neighbors)  # [N, dim_out]

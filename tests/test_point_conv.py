@@ -299,3 +299,19 @@ def test_compiles_to_one_graph():
     (gp,) = torch.autograd.grad(y, pos, gy)
     (gpc,) = torch.autograd.grad(yc, pos, gy)
     torch.testing.assert_close(gpc, gp, atol=1e-13, rtol=0)
+
+
+def test_edge_vec_argument_replaces_pos_differences_and_is_checked():
+    # edge_vec = pos[j] - pos[i] gives exactly the default; a periodic image (shifted source)
+    # changes the output (so the argument is used), and a wrong shape is refused by name
+    torch.manual_seed(0)
+    conv = PointConv("4x0e+4x1o", "0e+1o+2e", "4x0e+4x1o+4x2e", cutoff=3.0).double()
+    pos = torch.randn(10, 3, dtype=torch.float64)
+    x = torch.randn(10, 16, dtype=torch.float64)
+    ei = radius_graph(pos, 3.0)
+    vec = pos[ei[0]] - pos[ei[1]]
+    assert torch.equal(conv(x, pos, ei), conv(x, pos, ei, edge_vec=vec))
+    shifted = vec + torch.tensor([0.5, 0.0, 0.0], dtype=torch.float64)
+    assert (conv(x, pos, ei) - conv(x, pos, ei, edge_vec=shifted)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="edge_vec must be a \\[E, 3\\]"):
+        conv(x, pos, ei, edge_vec=vec[:3])
