@@ -31,11 +31,16 @@ book: $(STAMP)
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going --quiet
 	@echo "Book built: open _build/html/index.html"
 
+# pytest-xdist runs one worker per core (-n auto), each file on one worker (a notebook's cells
+# run in order in one kernel); OMP_NUM_THREADS=1 keeps the workers' torch from oversubscribing
+# the cores (the notebooks set one thread themselves).
+XDIST := -n auto --dist loadfile
+
 unit: $(STAMP)
-	$(VENV)/bin/pytest tests minequi --doctest-modules -p no:cacheprovider -q
+	OMP_NUM_THREADS=1 $(VENV)/bin/pytest tests minequi --doctest-modules -p no:cacheprovider -q $(XDIST)
 
 nbval: $(STAMP)
-	$(VENV)/bin/pytest --nbval --nbval-current-env --nbval-sanitize-with book/nbval-sanitize.cfg -p no:cacheprovider book -q
+	$(VENV)/bin/pytest --nbval --nbval-current-env --nbval-sanitize-with book/nbval-sanitize.cfg -p no:cacheprovider book -q $(XDIST)
 
 test: unit nbval
 
