@@ -52,6 +52,7 @@ __all__ = [
     "check_batch",
     "scatter_sum",
     "scatter_mean",
+    "scatter_softmax",
     "radius_graph",
 ]
 
@@ -195,6 +196,46 @@ def scatter_mean(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch
     count = src.new_zeros(dim_size).index_add(0, index, ones)  # [dim_size]
     count = count.clamp(min=1).reshape((dim_size,) + (1,) * (src.dim() - 1))  # [dim_size, 1, ...]
     return total / count  # [dim_size, ...]
+
+
+def scatter_softmax(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.Tensor:
+    r"""Softmax over the rows that share a target: ``out[e] = exp(src[e]) / sum_{e' : index[e'] = index[e]} exp(src[e'])``.
+
+    ``[E, ...] -> [E, ...]``, separately for every trailing entry (e.g. one softmax per
+    attention head for ``src [E, H]``).  With ``index = edge_index[1]`` this normalises
+    the logits of each node's *incoming* edges, as attention over a graph needs; the rows
+    of one target sum to 1.
+
+    Numerically stable: the per-target maximum ``m_n = max_{e : index[e] = n} src[e]``
+    (``scatter_reduce(..., "amax")``) is subtracted before ``exp``, so the largest term is
+    ``exp(0) = 1`` and nothing overflows (logits of ``1e4`` are fine).  The maximum is
+    *detached*: the softmax does not depend on it (:math:`\mathrm{softmax}(s - c) =
+    \mathrm{softmax}(s)`), so no gradient needs to flow through it.  Targets without rows
+    get nothing (no NaN); a target whose logits are all ``-inf`` gets weights ``0``.
+
+    Args:
+        src: ``[E, ...]`` floating logits.
+        index: ``[E]`` integer target of each row, in ``[0, dim_size)``.
+        dim_size: number of targets (e.g. the number of nodes ``N``).
+
+    >>> logits = torch.tensor([1.0, 2.0, 1e4, 3.0])
+    >>> scatter_softmax(logits, torch.tensor([0, 0, 1, 1]), dim_size=3)   # two edges into node 0, two into node 1
+    tensor([0.2689, 0.7311, 1.0000, 0.0000])
+    """
+    _check_index(index, src)
+    if not _is_size(dim_size):
+        raise TypeError(f"dim_size must be a non-negative int, got {dim_size!r}")
+    if not src.is_floating_point():
+        raise TypeError(f"src must be a floating-point tensor [E, ...], got dtype {src.dtype}")
+    idx = index.reshape((-1,) + (1,) * (src.dim() - 1)).expand_as(src)  # [E, ...]
+    s = src.detach()  # [E, ...]
+    m = s.new_zeros((dim_size,) + tuple(src.shape[1:])).scatter_reduce(
+        0, idx, s, "amax", include_self=False)  # [dim_size, ...]  per-target max (0 where no row)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # all -inf -> 0 (exp gives 0, no NaN)
+    e = torch.exp(src - m.gather(0, idx))  # [E, ...]  <= 1
+    den = scatter_sum(e, index, dim_size)  # [dim_size, ...]  >= 1 unless all -inf
+    den = torch.where(den > 0, den, torch.ones_like(den))  # [dim_size, ...]
+    return e / den.gather(0, idx)  # [E, ...]
 
 
 # ----------------------------------------------------------------------------
