@@ -22,6 +22,8 @@ from .radial import BesselBasis, PolynomialCutoff
 from .egnn import EGNNLayer, EGNN
 from .point_conv import PointConv
 from .tfn import TensorFieldNetwork
+from .rigid import Rigid
+from .ipa import InvariantPointAttention
 from .neighbor_list import neighbor_list, batched_neighbor_list
 from .attention import EquivariantAttention, SE3Transformer
 
