@@ -8,7 +8,7 @@ from minequi.testing import rand_orthogonal, rand_rotation
 F64 = torch.float64
 # Measured (float64): group-law and apply identities <= 1.8e-15, from_3_points orthonormality <= 4.5e-9
 # (the eps = 1e-8 under OpenFold's square roots: |e|^2 = |v|^2 / (|v|^2 + eps)); exact-formula checks 0.
-ATOL = 2e-13  # ~100x the largest measured error of the algebraic identities
+ATOL = 5e-13  # ~100x the largest measured error of the algebraic identities
 
 
 def gen(seed=0):
