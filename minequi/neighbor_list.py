@@ -293,36 +293,66 @@ def _neighbor_list(pos, cutoff, cell, pbc, self_interaction):
     key = (b[:, 0] * nb[1] + b[:, 1]) * nb[2] + b[:, 2]  # [N]
     key_sorted, order = torch.sort(key, stable=True)  # [N], [N]
 
-    # bin offsets within reach: [K, 3]
+    # Bin offsets within reach, only half of them: the zero offset and the lexicographically
+    # positive ones.  An edge (j, S) -> i found with offset o is mirrored into (i, -S) -> j, which
+    # would be found with offset -o; pairs within one bin and one image (o = 0) come both ways.
     rng = [torch.arange(-k[a], k[a] + 1, device=device) for a in range(3)]
-    offsets = torch.cartesian_prod(*rng).reshape(-1, 3)  # [K, 3]
-    K = offsets.shape[0]
-    nbb = b[:, None, :] + offsets[None, :, :]  # [N, K, 3] neighbour bin, unwrapped
-    img = torch.div(nbb, nb_t, rounding_mode="floor")  # [N, K, 3] image of the neighbour bin
-    img = torch.where(periodic, img, torch.zeros_like(img))  # [N, K, 3]
-    nbw = nbb - img * nb_t  # [N, K, 3] wrapped along periodic axes
-    valid = ((nbw >= 0) & (nbw < nb_t)).all(dim=-1)  # [N, K] (non-periodic: outside = empty)
-    nkey = (nbw[..., 0] * nb[1] + nbw[..., 1]) * nb[2] + nbw[..., 2]  # [N, K]
-    nkey = torch.where(valid, nkey, torch.full_like(nkey, -1))  # [N, K] -1 matches no atom
-    start = torch.searchsorted(key_sorted, nkey, side="left")  # [N, K]
-    count = torch.searchsorted(key_sorted, nkey, side="right") - start  # [N, K]
+    offsets = torch.cartesian_prod(*rng).reshape(-1, 3)  # [K, 3], lexicographic: row K-1-t = -row t
+    offsets = offsets[offsets.shape[0] // 2:]  # [Kh, 3] row 0 = (0, 0, 0)
+    Kh = offsets.shape[0]
+    nbb = b[:, None, :] + offsets[None, :, :]  # [N, Kh, 3] neighbour bin, unwrapped
+    img = torch.div(nbb, nb_t, rounding_mode="floor")  # [N, Kh, 3] image of the neighbour bin
+    img = torch.where(periodic, img, torch.zeros_like(img))  # [N, Kh, 3]
+    nbw = nbb - img * nb_t  # [N, Kh, 3] wrapped along periodic axes
+    valid = ((nbw >= 0) & (nbw < nb_t)).all(dim=-1)  # [N, Kh] (non-periodic: outside = empty)
+    nkey = (nbw[..., 0] * nb[1] + nbw[..., 1]) * nb[2] + nbw[..., 2]  # [N, Kh]
+    nkey = torch.where(valid, nkey, torch.full_like(nkey, -1))  # [N, Kh] -1 matches no atom
+    start = torch.searchsorted(key_sorted, nkey, side="left").reshape(-1)  # [N Kh]
+    count = torch.searchsorted(key_sorted, nkey, side="right").reshape(-1) - start  # [N Kh]
 
-    start, count = start.reshape(-1), count.reshape(-1)  # [N K]
+    # Candidates: P pairs (segment = (i, offset), position in the bin-sorted atom list).  The
+    # P-sized work is kept to 1-D gathers (coordinates stored as three rows): each segment carries
+    # the vector  S_w @ C - x_w[i],  so a candidate vector is one gather plus one add per axis.
+    xw = p - n0 @ cell64  # [N, 3] wrapped positions
+    xs = xw[order].T.contiguous()  # [3, N] sorted by bin
+    seg_vec = (img.to(torch.float64) @ cell64 - xw[:, None, :]).reshape(-1, 3).T.contiguous()  # [3, N Kh]
     seg = torch.repeat_interleave(torch.arange(count.numel(), device=device), count)  # [P]
-    first = torch.cumsum(count, 0) - count  # [N K]
-    rank = torch.arange(seg.numel(), device=device) - first[seg]  # [P]
-    i = torch.div(seg, K, rounding_mode="floor")  # [P] target
-    j = order[start[seg] + rank]  # [P] source
+    jpos = torch.arange(seg.numel(), device=device) + (start - (torch.cumsum(count, 0) - count)).index_select(0, seg)  # [P]
+    d2 = torch.zeros(seg.numel(), dtype=torch.float64, device=device)  # [P]
+    for c in range(3):
+        t = xs[c].index_select(0, jpos).add_(seg_vec[c].index_select(0, seg))  # [P]
+        d2.addcmul_(t, t)
+    # coarse filter in wrapped coordinates (a slightly larger radius), exact filter below
+    near = torch.nonzero(d2 < (cutoff * (1 + 1e-8)) ** 2).squeeze(1)  # [E']
+    seg, jpos = seg.index_select(0, near), jpos.index_select(0, near)  # [E'], [E']
+    i = torch.div(seg, Kh, rounding_mode="floor")  # [E'] target
+    j = order.index_select(0, jpos)  # [E'] source
     # shift of the given positions: S = S_w - n0[j] + n0[i]
-    S = img.reshape(-1, 3)[seg].to(torch.float64) - n0[j] + n0[i]  # [P, 3]
-    vec = p[j] - p[i] + S @ cell64  # [P, 3]
-    keep = vec.square().sum(dim=-1) < cutoff * cutoff  # [P]
+    S = img.reshape(-1, 3).index_select(0, seg).to(torch.float64) - n0.index_select(0, j) + n0.index_select(0, i)  # [E', 3]
+    vec = p.index_select(0, j) - p.index_select(0, i) + S @ cell64  # [E', 3] exactly what the caller computes
+    keep = vec.square().sum(dim=-1) < cutoff * cutoff  # [E']
     if not self_interaction:
         keep = keep & ~((i == j) & (S == 0).all(dim=-1))
-    i, j, S = i[keep], j[keep], S[keep]  # [E], [E], [E, 3]
-    perm = _lexsort(i, j, S[:, 0], S[:, 1], S[:, 2])  # [E]
+    mirror = keep & (seg % Kh != 0)  # [E'] found with a positive offset: add the reverse edge
+    i, j, S = (torch.cat([i[keep], j[mirror]]), torch.cat([j[keep], i[mirror]]),
+               torch.cat([S[keep], 0.0 - S[mirror]]))  # [E], [E], [E, 3] (0 - S: no -0.0)
+    perm = _sort_edges(i, j, S, N)  # [E]
     edge_index = torch.stack([j[perm], i[perm]])  # [2, E]
     return edge_index, S[perm].to(dtype)  # [2, E], [E, 3]
+
+
+def _sort_edges(i: torch.Tensor, j: torch.Tensor, S: torch.Tensor, N: int) -> torch.Tensor:
+    """Permutation sorting edges by (i, j, S): one int64 key when it fits, else stable sorts."""
+    if i.numel() == 0:
+        return torch.zeros(0, dtype=torch.int64, device=i.device)
+    Si = S.to(torch.int64)  # [E, 3]
+    lo = Si.min(dim=0).values  # [3]
+    span = (Si.max(dim=0).values - lo + 1).tolist()  # [3] host sync
+    if N * N * math.prod(span) < 2**62:
+        u = Si - lo  # [E, 3] non-negative
+        key = (((i * N + j) * span[0] + u[:, 0]) * span[1] + u[:, 1]) * span[2] + u[:, 2]  # [E]
+        return torch.argsort(key)  # keys are unique
+    return _lexsort(i, j, Si[:, 0], Si[:, 1], Si[:, 2])
 
 
 def batched_neighbor_list(
@@ -407,5 +437,5 @@ def batched_neighbor_list(
                 torch.zeros(0, 3, dtype=pos.dtype, device=device))
     edge_index = torch.cat(edges, dim=1)  # [2, E]
     S = torch.cat(shifts)  # [E, 3]
-    perm = _lexsort(edge_index[1], edge_index[0], S[:, 0], S[:, 1], S[:, 2])  # [E]
+    perm = _sort_edges(edge_index[1], edge_index[0], S, N)  # [E]
     return edge_index[:, perm], S[perm]
