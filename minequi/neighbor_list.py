@@ -112,6 +112,8 @@ def _check_pbc(pbc, shape: tuple, name: str = "pbc") -> torch.Tensor:
         if t.is_floating_point() or t.is_complex() or not bool(((t == 0) | (t == 1)).all()):
             raise TypeError(f"{name} must be a bool or booleans of shape {list(shape)}, got {pbc!r}")
         t = t.bool()
+    if len(shape) == 2 and tuple(t.shape) == (3,):
+        t = t.expand(shape)  # one flag triple shared by all structures
     if tuple(t.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {list(shape)} (one flag per lattice vector), got {list(t.shape)}")
     return t
@@ -131,31 +133,37 @@ def _check_cell(cell, pos: torch.Tensor, shape: tuple) -> torch.Tensor:
     return cell
 
 
-def _internal_cell(cell: torch.Tensor, pbc: list) -> torch.Tensor:
-    """float64 [3, 3]: the periodic rows of ``cell``; the others an orthonormal complement of them."""
-    cell = cell.detach().to(torch.float64)  # [3, 3]
+def _internal_cells(cell: torch.Tensor, pbc: torch.Tensor, batched: bool) -> torch.Tensor:
+    """float64 [G, 3, 3]: the periodic rows of ``cell``, the others an orthonormal complement of them.
+
+    ``cell`` is ``[G, 3, 3]`` float64, ``pbc`` ``[G, 3]`` bool (CPU).  Raises for a non-finite cell, a
+    zero lattice vector along a periodic axis, or (nearly) linearly dependent periodic vectors.
+    """
+    G = cell.shape[0]
+    where = (lambda g, a: f"[{g}, {a}]") if batched else (lambda g, a: f"[{a}]")
     if not bool(torch.isfinite(cell).all()):
         raise ValueError("cell must be finite (found NaN or inf)")
-    norms = cell.norm(dim=-1).tolist()  # [3]
-    for a in range(3):
-        if pbc[a] and norms[a] == 0.0:
-            raise ValueError(f"pbc[{a}] is True but cell[{a}] (lattice vector {a}) is zero")
-    periodic = [a for a in range(3) if pbc[a]]
-    other = [a for a in range(3) if not pbc[a]]
-    out = cell.clone()  # [3, 3]
-    if other:
-        if periodic:
-            _, _, vh = torch.linalg.svd(cell[periodic], full_matrices=True)  # vh [3, 3]
-            complement = vh[len(periodic):]  # [3 - m, 3] orthonormal, orthogonal to the periodic rows
-        else:
-            complement = torch.eye(3, dtype=torch.float64, device=cell.device)
-        out[other] = complement
-    # singular: the (periodic) lattice vectors are (nearly) linearly dependent
-    det = float(torch.linalg.det(out))
-    scale = math.prod(max(n, 1e-300) if pbc[a] else 1.0 for a, n in enumerate(norms))
-    if not abs(det) > 1e-10 * scale:
-        raise ValueError(f"cell is singular: its periodic lattice vectors are linearly dependent "
-                         f"(|det| = {abs(det):.3g}); rows of cell are the lattice vectors")
+    per = pbc.to(cell.device)  # [G, 3]
+    norms = cell.norm(dim=-1)  # [G, 3]
+    bad = per & (norms == 0)  # [G, 3]
+    if bool(bad.any()):
+        g, a = torch.nonzero(bad)[0].tolist()
+        raise ValueError(f"pbc{where(g, a)} is True but cell{where(g, a)} (lattice vector {a}) is zero")
+    out = cell.clone()  # [G, 3, 3]
+    out[~per.any(dim=1)] = torch.eye(3, dtype=cell.dtype, device=cell.device)  # free space: identity
+    mixed = torch.nonzero(per.any(dim=1) & ~per.all(dim=1)).squeeze(1).tolist()
+    for g in mixed:  # slabs and wires: complete the non-periodic rows
+        rows = per[g]  # [3]
+        _, _, vh = torch.linalg.svd(cell[g][rows], full_matrices=True)  # [3, 3]
+        out[g][~rows] = vh[int(rows.sum()):]  # orthonormal, orthogonal to the periodic rows
+    det = torch.linalg.det(out).abs()  # [G]
+    scale = torch.where(per, norms, torch.ones_like(norms)).prod(dim=1)  # [G]
+    singular = ~(det > 1e-10 * scale)  # [G]
+    if bool(singular.any()):
+        g = int(torch.nonzero(singular)[0])
+        name = f"cell[{g}]" if batched else "cell"
+        raise ValueError(f"{name} is singular: its periodic lattice vectors are linearly dependent "
+                         f"(|det| = {float(det[g]):.3g}); rows of cell are the lattice vectors")
     return out
 
 
@@ -231,68 +239,103 @@ def neighbor_list(
         cell_t = None
     else:
         cell_t = _check_cell(cell, pos, (3, 3))
-    return _neighbor_list(pos, cutoff, cell_t, pbc_t.tolist(), bool(self_interaction))
+    return _search(pos, cutoff, None if cell_t is None else cell_t[None], pbc_t[None],
+                   torch.zeros(pos.shape[0], dtype=torch.int64, device=pos.device), bool(self_interaction),
+                   batched=False)
 
 
-def _neighbor_list(pos, cutoff, cell, pbc, self_interaction):
+def _search(pos, cutoff, cell, pbc, batch, self_interaction, batched):
+    """The cell-list search for G structures at once (cell [G, 3, 3] or None, pbc [G, 3] CPU bool)."""
     device, dtype = pos.device, pos.dtype
-    N = pos.shape[0]
+    N, G = pos.shape[0], pbc.shape[0]
     p = pos.detach().to(torch.float64)  # [N, 3]
     if not bool(torch.isfinite(p).all()):
         raise ValueError("pos must be finite (found NaN or inf)")
     if cell is None:
-        C = torch.eye(3, dtype=torch.float64, device=device)  # [3, 3]
-        cell64 = torch.zeros(3, 3, dtype=torch.float64, device=device)  # [3, 3]
+        cell64 = torch.zeros(G, 3, 3, dtype=torch.float64, device=device)  # [G, 3, 3]
+        C = torch.eye(3, dtype=torch.float64, device=device).expand(G, 3, 3)  # [G, 3, 3]
     else:
-        C = _internal_cell(cell.to(device), pbc)  # [3, 3]
-        cell64 = cell.detach().to(device=device, dtype=torch.float64)  # [3, 3]
+        cell64 = cell.detach().to(device=device, dtype=torch.float64)  # [G, 3, 3]
+        C = _internal_cells(cell64, pbc, batched)  # [G, 3, 3]
+    empty = (torch.zeros(2, 0, dtype=torch.int64, device=device), torch.zeros(0, 3, dtype=dtype, device=device))
     if N == 0:
-        return (torch.zeros(2, 0, dtype=torch.int64, device=device),
-                torch.zeros(0, 3, dtype=dtype, device=device))
+        return empty
 
-    periodic = torch.tensor(pbc, dtype=torch.bool, device=device)  # [3]
-    Cinv = torch.linalg.inv(C)  # [3, 3]
-    d = 1.0 / Cinv.norm(dim=0)  # [3] distance between lattice planes
-    f = p @ Cinv  # [N, 3] fractional coordinates
-    n0 = torch.where(periodic, torch.floor(f), torch.zeros_like(f))  # [N, 3] wrap count
+    Cinv = torch.linalg.inv(C)  # [G, 3, 3]
+    d = 1.0 / Cinv.norm(dim=1)  # [G, 3] distance between the lattice planes of each axis
+    periodic = pbc.to(device)  # [G, 3]
+    per_atom = periodic[batch]  # [N, 3]
+    f = torch.einsum("na,nab->nb", p, Cinv[batch])  # [N, 3] fractional coordinates
+    n0 = torch.where(per_atom, torch.floor(f), torch.zeros_like(f))  # [N, 3] wrap count
     fw = f - n0  # [N, 3] in [0, 1) along periodic axes
-    lo = fw.min(dim=0).values  # [3]
-    hi = fw.max(dim=0).values  # [3]
-    d_l, lo_l, hi_l = d.tolist(), lo.tolist(), hi.tolist()  # host sync
+    idx3 = batch[:, None].expand(N, 3)  # [N, 3]
+    lo = torch.full((G, 3), math.inf, dtype=torch.float64, device=device).scatter_reduce(0, idx3, fw, "amin")  # [G, 3]
+    hi = torch.full((G, 3), -math.inf, dtype=torch.float64, device=device).scatter_reduce(0, idx3, fw, "amax")
+    n_g = torch.bincount(batch, minlength=G)  # [G]
 
-    # bins per axis (nb), bin width in fractional units (w), search reach in bins (k)
+    # bins per axis (nb), bin width in fractional units (w), search reach in bins (k): on the host
+    d_l, lo_l, hi_l, n_l, pbc_l = d.tolist(), lo.tolist(), hi.tolist(), n_g.tolist(), pbc.tolist()  # one sync
     nb, w, k = [], [], []
-    for a in range(3):
-        if pbc[a]:
-            n = max(1, int(math.floor(d_l[a] / cutoff)))
-            nb.append(n)
-            w.append(1.0 / n)
-            k.append(max(1, int(math.ceil(cutoff * n / d_l[a] * (1 - 1e-12)))))
-        else:
-            width = cutoff / d_l[a] * (1 + 1e-9)
-            nb.append(int((hi_l[a] - lo_l[a]) / width) + 1)
-            w.append(width)
-            k.append(1)
-    # cap the number of bins (a far-away atom, a huge sparse cell): coarser bins keep memory O(N)
-    max_bins = max(64, 8 * N)
-    while math.prod(nb) > max_bins:
-        a = max(range(3), key=lambda t: nb[t])
-        if pbc[a]:
-            nb[a] = max(1, nb[a] // 2)
-            w[a] = 1.0 / nb[a]
-            k[a] = max(1, int(math.ceil(cutoff * nb[a] / d_l[a] * (1 - 1e-12))))
-        else:
-            w[a] *= 2.0
-            nb[a] = int((hi_l[a] - lo_l[a]) / w[a]) + 1
+    for g in range(G):
+        nb_g, w_g, k_g = [1, 1, 1], [1.0, 1.0, 1.0], [1, 1, 1]
+        if n_l[g] > 0:
+            for a in range(3):
+                if pbc_l[g][a]:
+                    nb_g[a] = max(1, int(math.floor(d_l[g][a] / cutoff)))
+                    w_g[a] = 1.0 / nb_g[a]
+                    k_g[a] = max(1, int(math.ceil(cutoff * nb_g[a] / d_l[g][a] * (1 - 1e-12))))
+                else:
+                    w_g[a] = cutoff / d_l[g][a] * (1 + 1e-9)
+                    nb_g[a] = int((hi_l[g][a] - lo_l[g][a]) / w_g[a]) + 1
+            # cap the bins (a far-away atom, a huge sparse cell): coarser bins keep memory O(N)
+            while math.prod(nb_g) > max(64, 8 * n_l[g]):
+                a = max(range(3), key=lambda t: nb_g[t])
+                if pbc_l[g][a]:
+                    nb_g[a] = max(1, nb_g[a] // 2)
+                    w_g[a] = 1.0 / nb_g[a]
+                    k_g[a] = max(1, int(math.ceil(cutoff * nb_g[a] / d_l[g][a] * (1 - 1e-12))))
+                else:
+                    w_g[a] *= 2.0
+                    nb_g[a] = int((hi_l[g][a] - lo_l[g][a]) / w_g[a]) + 1
+        nb.append(nb_g)
+        w.append(w_g)
+        k.append(k_g)
+    nb_t = torch.tensor(nb, dtype=torch.int64, device=device)  # [G, 3]
+    w_t = torch.tensor(w, dtype=torch.float64, device=device)  # [G, 3]
+    k_t = torch.tensor(k, dtype=torch.int64, device=device)  # [G, 3]
+    nbins = nb_t.prod(dim=1)  # [G]
+    bin0 = torch.cumsum(nbins, 0) - nbins  # [G] first global bin of each structure
 
-    nb_t = torch.tensor(nb, dtype=torch.int64, device=device)  # [3]
-    w_t = torch.tensor(w, dtype=torch.float64, device=device)  # [3]
-    origin = torch.where(periodic, torch.zeros_like(lo), lo)  # [3]
-    b = torch.floor((fw - origin) / w_t).to(torch.int64)  # [N, 3]
-    b = torch.minimum(torch.clamp(b, min=0), nb_t - 1)  # [N, 3] (rounding at f = 1)
-    key = (b[:, 0] * nb[1] + b[:, 1]) * nb[2] + b[:, 2]  # [N]
+    origin = torch.where(periodic, torch.zeros_like(lo), lo)  # [G, 3]
+    nb_a = nb_t[batch]  # [N, 3]
+    b = torch.floor((fw - origin[batch]) / w_t[batch]).to(torch.int64)  # [N, 3]
+    b = torch.minimum(torch.clamp(b, min=0), nb_a - 1)  # [N, 3] (rounding at f = 1)
+    key = bin0[batch] + (b[:, 0] * nb_a[:, 1] + b[:, 1]) * nb_a[:, 2] + b[:, 2]  # [N] global bin
     key_sorted, order = torch.sort(key, stable=True)  # [N], [N]
 
+    xw = p - torch.einsum("na,nab->nb", n0, cell64[batch])  # [N, 3] wrapped positions
+    xs = xw[order].T.contiguous()  # [3, N] sorted by bin
+
+    # Structures with the same reach k share one offset grid (usually there is one group).
+    ii, jj, SS = [], [], []
+    for k_g in sorted(set(tuple(t) for t, n in zip(k, n_l) if n > 0)):
+        group = (k_t == torch.tensor(k_g, device=device)).all(dim=1)  # [G]
+        atoms = torch.nonzero(group[batch]).squeeze(1)  # [n] targets in this group
+        out = _candidates(atoms, k_g, b, batch, nb_a, periodic, bin0, key_sorted, order, xs, xw, p, n0,
+                          cell64, cutoff, self_interaction)
+        ii.append(out[0])
+        jj.append(out[1])
+        SS.append(out[2])
+    i, j, S = torch.cat(ii), torch.cat(jj), torch.cat(SS)  # [E], [E], [E, 3]
+    perm = _sort_edges(i, j, S, N)  # [E]
+    edge_index = torch.stack([j[perm], i[perm]])  # [2, E]
+    return edge_index, S[perm].to(dtype)  # [2, E], [E, 3]
+
+
+def _candidates(atoms, k, b, batch, nb_a, periodic, bin0, key_sorted, order, xs, xw, p, n0, cell64,
+                cutoff, self_interaction):
+    """Edges (i, j, S) for the target atoms ``atoms`` [n], whose structures all have reach ``k``."""
+    device = p.device
     # Bin offsets within reach, only half of them: the zero offset and the lexicographically
     # positive ones.  An edge (j, S) -> i found with offset o is mirrored into (i, -S) -> j, which
     # would be found with offset -o; pairs within one bin and one image (o = 0) come both ways.
@@ -300,22 +343,25 @@ def _neighbor_list(pos, cutoff, cell, pbc, self_interaction):
     offsets = torch.cartesian_prod(*rng).reshape(-1, 3)  # [K, 3], lexicographic: row K-1-t = -row t
     offsets = offsets[offsets.shape[0] // 2:]  # [Kh, 3] row 0 = (0, 0, 0)
     Kh = offsets.shape[0]
-    nbb = b[:, None, :] + offsets[None, :, :]  # [N, Kh, 3] neighbour bin, unwrapped
-    img = torch.div(nbb, nb_t, rounding_mode="floor")  # [N, Kh, 3] image of the neighbour bin
-    img = torch.where(periodic, img, torch.zeros_like(img))  # [N, Kh, 3]
-    nbw = nbb - img * nb_t  # [N, Kh, 3] wrapped along periodic axes
-    valid = ((nbw >= 0) & (nbw < nb_t)).all(dim=-1)  # [N, Kh] (non-periodic: outside = empty)
-    nkey = (nbw[..., 0] * nb[1] + nbw[..., 1]) * nb[2] + nbw[..., 2]  # [N, Kh]
-    nkey = torch.where(valid, nkey, torch.full_like(nkey, -1))  # [N, Kh] -1 matches no atom
-    start = torch.searchsorted(key_sorted, nkey, side="left").reshape(-1)  # [N Kh]
-    count = torch.searchsorted(key_sorted, nkey, side="right").reshape(-1) - start  # [N Kh]
+    g = batch[atoms]  # [n]
+    nb_i = nb_a[atoms][:, None, :]  # [n, 1, 3]
+    per_i = periodic[g][:, None, :]  # [n, 1, 3]
+    nbb = b[atoms][:, None, :] + offsets[None, :, :]  # [n, Kh, 3] neighbour bin, unwrapped
+    img = torch.div(nbb, nb_i, rounding_mode="floor")  # [n, Kh, 3] image of the neighbour bin
+    img = torch.where(per_i, img, torch.zeros_like(img))  # [n, Kh, 3]
+    nbw = nbb - img * nb_i  # [n, Kh, 3] wrapped along periodic axes
+    valid = ((nbw >= 0) & (nbw < nb_i)).all(dim=-1)  # [n, Kh] (non-periodic: outside = empty)
+    nkey = bin0[g][:, None] + (nbw[..., 0] * nb_i[..., 1] + nbw[..., 1]) * nb_i[..., 2] + nbw[..., 2]  # [n, Kh]
+    nkey = torch.where(valid, nkey, torch.full_like(nkey, -1))  # [n, Kh] -1 matches no atom
+    start = torch.searchsorted(key_sorted, nkey, side="left").reshape(-1)  # [n Kh]
+    count = torch.searchsorted(key_sorted, nkey, side="right").reshape(-1) - start  # [n Kh]
 
     # Candidates: P pairs (segment = (i, offset), position in the bin-sorted atom list).  The
     # P-sized work is kept to 1-D gathers (coordinates stored as three rows): each segment carries
     # the vector  S_w @ C - x_w[i],  so a candidate vector is one gather plus one add per axis.
-    xw = p - n0 @ cell64  # [N, 3] wrapped positions
-    xs = xw[order].T.contiguous()  # [3, N] sorted by bin
-    seg_vec = (img.to(torch.float64) @ cell64 - xw[:, None, :]).reshape(-1, 3).T.contiguous()  # [3, N Kh]
+    cell_i = cell64[g]  # [n, 3, 3]
+    seg_vec = torch.einsum("nka,nab->nkb", img.to(torch.float64), cell_i) - xw[atoms][:, None, :]  # [n, Kh, 3]
+    seg_vec = seg_vec.reshape(-1, 3).T.contiguous()  # [3, n Kh]
     seg = torch.repeat_interleave(torch.arange(count.numel(), device=device), count)  # [P]
     jpos = torch.arange(seg.numel(), device=device) + (start - (torch.cumsum(count, 0) - count)).index_select(0, seg)  # [P]
     d2 = torch.zeros(seg.numel(), dtype=torch.float64, device=device)  # [P]
@@ -325,20 +371,18 @@ def _neighbor_list(pos, cutoff, cell, pbc, self_interaction):
     # coarse filter in wrapped coordinates (a slightly larger radius), exact filter below
     near = torch.nonzero(d2 < (cutoff * (1 + 1e-8)) ** 2).squeeze(1)  # [E']
     seg, jpos = seg.index_select(0, near), jpos.index_select(0, near)  # [E'], [E']
-    i = torch.div(seg, Kh, rounding_mode="floor")  # [E'] target
+    i = atoms.index_select(0, torch.div(seg, Kh, rounding_mode="floor"))  # [E'] target
     j = order.index_select(0, jpos)  # [E'] source
     # shift of the given positions: S = S_w - n0[j] + n0[i]
     S = img.reshape(-1, 3).index_select(0, seg).to(torch.float64) - n0.index_select(0, j) + n0.index_select(0, i)  # [E', 3]
-    vec = p.index_select(0, j) - p.index_select(0, i) + S @ cell64  # [E', 3] exactly what the caller computes
+    shift = torch.einsum("ea,eab->eb", S, cell64[batch.index_select(0, i)])  # [E', 3]
+    vec = p.index_select(0, j) - p.index_select(0, i) + shift  # [E', 3] exactly what the caller computes
     keep = vec.square().sum(dim=-1) < cutoff * cutoff  # [E']
     if not self_interaction:
         keep = keep & ~((i == j) & (S == 0).all(dim=-1))
     mirror = keep & (seg % Kh != 0)  # [E'] found with a positive offset: add the reverse edge
-    i, j, S = (torch.cat([i[keep], j[mirror]]), torch.cat([j[keep], i[mirror]]),
-               torch.cat([S[keep], 0.0 - S[mirror]]))  # [E], [E], [E, 3] (0 - S: no -0.0)
-    perm = _sort_edges(i, j, S, N)  # [E]
-    edge_index = torch.stack([j[perm], i[perm]])  # [2, E]
-    return edge_index, S[perm].to(dtype)  # [2, E], [E, 3]
+    return (torch.cat([i[keep], j[mirror]]), torch.cat([j[keep], i[mirror]]),
+            torch.cat([S[keep], 0.0 - S[mirror]]))  # [E], [E], [E, 3] (0 - S: no -0.0)
 
 
 def _sort_edges(i: torch.Tensor, j: torch.Tensor, S: torch.Tensor, N: int) -> torch.Tensor:
@@ -373,16 +417,19 @@ def batched_neighbor_list(
         pos: ``[N, 3]`` positions of all atoms.
         cutoff: positive radius.
         cell: ``[G, 3, 3]`` lattice vectors (rows) per structure, or ``None`` (free space).
-        pbc: ``[G, 3]`` bools, a bool, or ``None``: ``None`` means periodic along
+        pbc: ``[G, 3]`` bools (or ``[3]``, shared), a bool, or ``None``: ``None`` means periodic along
             every axis when ``cell`` is given (a batch of bulk crystals) and free
             space when it is not.
         batch: ``[N]`` structure index of each atom (any order), ``None`` = one structure.
         self_interaction: also list the zero-length edges ``(i, 0) -> i``.
 
     Returns ``edge_index [2, E]`` (int64) and ``shifts [E, 3]`` (``pos.dtype``),
-    sorted by ``(i, j, S)``.  Implementation: a loop over the structures (one
-    :func:`neighbor_list` call each; each structure has its own cell and bins),
-    so the cost is linear in ``N`` plus a small per-structure overhead.
+    sorted by ``(i, j, S)``.  Implementation: one vectorised search for the whole
+    batch (the same algorithm as :func:`neighbor_list`, with per-structure cells,
+    bins and reach; bin keys are offset per structure so structures never see
+    each other).  A Python loop runs only over the few per-structure bin sizes
+    (``O(G)`` scalar work) and over groups of structures with different reach
+    ``k`` (usually one group).
 
     >>> pos = torch.tensor([[0.0, 0, 0], [0.5, 0, 0], [0.0, 0, 0]])
     >>> cell = torch.eye(3).expand(2, 3, 3)
@@ -419,23 +466,5 @@ def batched_neighbor_list(
     if N > 0 and int(batch.max()) >= G:
         raise ValueError(f"batch has index {int(batch.max())} but cell holds only G = {G} structures")
 
-    order = torch.argsort(batch, stable=True)  # [N] atoms grouped by structure
-    counts = torch.bincount(batch, minlength=G).tolist()  # [G]
-    edges, shifts = [], []
-    start = 0
-    for g in range(G):
-        idx = order[start:start + counts[g]]  # [n_g] global indices
-        start += counts[g]
-        if idx.numel() == 0:
-            continue
-        ei, S = _neighbor_list(pos[idx], cutoff, None if cell is None else cell[g],
-                               pbc_t[g].tolist(), bool(self_interaction))
-        edges.append(idx[ei])  # [2, E_g]
-        shifts.append(S)  # [E_g, 3]
-    if not edges:
-        return (torch.zeros(2, 0, dtype=torch.int64, device=device),
-                torch.zeros(0, 3, dtype=pos.dtype, device=device))
-    edge_index = torch.cat(edges, dim=1)  # [2, E]
-    S = torch.cat(shifts)  # [E, 3]
-    perm = _sort_edges(edge_index[1], edge_index[0], S, N)  # [E]
-    return edge_index[:, perm], S[perm]
+    cell64 = None if cell is None else cell.to(device)  # [G, 3, 3]
+    return _search(pos, cutoff, cell64, pbc_t, batch, bool(self_interaction), batched=True)

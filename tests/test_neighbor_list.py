@@ -269,7 +269,12 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match=r"batch must have shape \[N\]"):
         batched_neighbor_list(pos, 1.0, cell[None], None, torch.tensor([0, 0]))
     with pytest.raises(ValueError, match=r"pbc must have shape \[1, 3\]"):
-        batched_neighbor_list(pos, 1.0, cell[None], torch.ones(3, dtype=torch.bool), torch.zeros(4, dtype=torch.int64))
+        batched_neighbor_list(pos, 1.0, cell[None], torch.ones(2, dtype=torch.bool), torch.zeros(4, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"pbc\[1, 2\] is True but cell\[1, 2\]"):
+        batched_neighbor_list(pos, 1.0, torch.stack([cell, torch.diag(torch.tensor([1.0, 1, 0]))]), None,
+                              torch.tensor([0, 0, 1, 1]))
+    with pytest.raises(ValueError, match=r"cell\[1\] is singular"):
+        batched_neighbor_list(pos, 1.0, torch.stack([cell, torch.ones(3, 3)]), None, torch.tensor([0, 0, 1, 1]))
 
 
 def test_large_sparse_free_space_memory_bounded():
