@@ -45,18 +45,25 @@ Algorithm (a cell list in fractional coordinates, vectorised in torch)
    images); neighbour bin ``b + o`` is bin ``(b + o) mod n_a`` with shift
    ``floor((b + o) / n_a)``.  A non-periodic axis gets bins of width ``r_c``
    over the extent of the atoms and ``k_a = 1``.
-4. *Candidates.*  Atoms are sorted by bin key; for every atom and every one of
-   the ``prod(2 k_a + 1)`` bin offsets, ``searchsorted`` gives the range of
-   atoms of that bin, which is expanded into candidate pairs and filtered by
-   ``|r_ij(S)| < r_c`` (strict).
+4. *Candidates.*  Atoms are sorted by bin key; for every atom and every bin
+   offset ``o`` with ``|o_a| <= k_a``, ``searchsorted`` gives the range of atoms
+   of that bin, which is expanded into candidate pairs and filtered by
+   ``|r_ij(S)| < r_c`` (strict).  Only half of the offsets are searched (zero
+   and the lexicographically positive ones): an edge ``(j, S) -> i`` found with
+   offset ``o`` gives its reverse ``(i, -S) -> j`` (offset ``-o``) for free.
+5. *Batches* (:func:`batched_neighbor_list`): the bin keys of structure ``g``
+   are offset by the number of bins of structures ``0 .. g-1``, so one sorted
+   key array serves the whole batch and structures never see each other.
 
 Cost ``O(N prod(2k_a+1) + P)`` time and memory, ``P`` the number of candidates
-(about ``27 / (4 pi / 3) ~ 6.4`` times the number of edges at uniform density
-and ``k_a = 1``): linear in ``N`` at fixed density, no ``N x N`` matrix.
-Geometry is done in float64 on a detached copy; the edges are sorted by
-``(i, j, S)`` so the output is deterministic.  The output size is
-data-dependent and a few numbers are read back to the host, so build the list
-outside ``torch.compile``-d code.
+(about ``27 / (2 (4 pi / 3)) ~ 3.2`` times the number of edges at uniform
+density and ``k_a = 1``): linear in ``N`` at fixed density, no ``N x N``
+matrix.  Geometry is done in float64 on a detached copy and the test
+``|r| < r_c`` uses exactly ``pos[j] - pos[i] + S @ cell`` (in float64; a
+float32 caller may see an edge within one rounding of the cutoff, harmless
+with a smooth cutoff); the edges are sorted by ``(i, j, S)`` so the output is
+deterministic.  The output size is data-dependent and a few numbers are read
+back to the host, so build the list outside ``torch.compile``-d code.
 
 >>> import torch
 >>> cell = torch.eye(3, dtype=torch.float64)             # a 1 A simple cubic lattice

@@ -241,3 +241,37 @@ def test_bad_inputs():
                              batch=torch.zeros(2, dtype=torch.int64))
     with pytest.raises(TypeError, match="must return a tensor"):
         energy_forces_stress(lambda p, c: 1.0, pos)
+
+
+def test_ase_stress_convention_is_the_strain_derivative():
+    """The convention documented in minequi.forces is ASE's: EMT's own stress equals (1/V) dE/d eps
+    for the strain x (I + eps), C (I + eps), by central differences (and not its negative)."""
+    from ase.calculators.emt import EMT
+
+    atoms, _, _ = copper_like(9, n_rep=(2, 2, 2))
+    atoms.set_chemical_symbols(["Cu"] * len(atoms))
+    atoms.set_cell(atoms.cell[:] * 3.61 / 3.7 * 0.98, scale_atoms=True)  # compressed copper
+    atoms.calc = EMT()
+    sigma = atoms.get_stress(voigt=False)
+    pos0, cell0, V = atoms.positions.copy(), atoms.cell[:].copy(), atoms.get_volume()
+
+    def energy(eps):
+        a = atoms.copy()
+        a.calc = EMT()
+        a.set_cell(cell0 @ (np.eye(3) + eps), scale_atoms=False)
+        a.positions = pos0 @ (np.eye(3) + eps)
+        return a.get_potential_energy()
+
+    h = 1e-5
+    fd = np.zeros((3, 3))
+    for a in range(3):
+        for b in range(a, 3):
+            e = np.zeros((3, 3))
+            e[a, b] += 0.5
+            e[b, a] += 0.5
+            fd[a, b] = fd[b, a] = (energy(h * e) - energy(-h * e)) / (2 * h) / V
+    err = np.abs(fd - sigma).max()
+    print("ASE EMT stress vs (1/V) dE/d eps:", err, "scale", np.abs(sigma).max())
+    assert err < 1e-8
+    assert np.trace(sigma) < 0  # compressed: negative (compressive) stress, positive pressure
+    assert np.abs(-fd - sigma).max() > 1e-3  # negative control: VASP's sign is the opposite
