@@ -26,6 +26,7 @@ from .rigid import Rigid
 from .ipa import InvariantPointAttention
 from .neighbor_list import neighbor_list, batched_neighbor_list
 from .forces import energy_forces_stress
+from .potential import InteratomicPotential
 from .attention import EquivariantAttention, SE3Transformer
 
 __version__ = "0.1.0"
