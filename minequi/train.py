@@ -399,7 +399,7 @@ def train(args: argparse.Namespace, ctx: Context | None = None) -> dict:
                                  shuffle=True, seed=args.seed, drop_last=False)
     steps_per_epoch = math.ceil(sampler.num_samples / args.batch_size)
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
-    start_epoch, start_step, global_step, history = 0, 0, 0, []
+    start_epoch, start_step, global_step, history, partial_loss = 0, 0, 0, [], 0.0
     if args.resume and os.path.exists(ckpt_path):
         ckpt = torch.load(ckpt_path, map_location=ctx.device, weights_only=False)
         if ckpt["world_size"] != ctx.world_size:
@@ -411,15 +411,18 @@ def train(args: argparse.Namespace, ctx: Context | None = None) -> dict:
         global_step, history = ckpt["global_step"], ckpt["history"]
         if ckpt["world_size"] == ctx.world_size:
             _set_rng_state(ckpt["rng"][ctx.rank])
+            partial_loss = ckpt["partial_loss"][ctx.rank]
         log(f"resumed from {ckpt_path}: epoch {start_epoch}, step {start_step} of {steps_per_epoch}")
 
-    def checkpoint(epoch, step_in_epoch):
-        rng = ctx.all_gather_object(_rng_state())  # every rank's RNG state, to rank 0's file
+    def checkpoint(epoch, step_in_epoch, loss_so_far):
+        # every rank's RNG state and its share of the epoch's loss so far, to rank 0's file
+        rng = ctx.all_gather_object(_rng_state())
+        partial = ctx.all_gather_object(loss_so_far)
         if ctx.rank == 0:
             save_checkpoint(ckpt_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "epoch": epoch, "step_in_epoch": step_in_epoch, "sampler_epoch": epoch,
-                "global_step": global_step, "history": history, "rng": rng,
+                "global_step": global_step, "history": history, "rng": rng, "partial_loss": partial,
                 "world_size": ctx.world_size, "args": vars(args)})
 
     def step_loss(net, indices, real):
@@ -445,8 +448,10 @@ def train(args: argparse.Namespace, ctx: Context | None = None) -> dict:
     for epoch in range(start_epoch, args.max_epochs):
         sampler.set_epoch(epoch)  # a new permutation each epoch, the same on every rank
         indices, real = shard(sampler, n)
-        t0, seen, loss_sum = time.perf_counter(), 0, 0.0
         first = start_step if epoch == start_epoch else 0
+        # this rank's sum of its L_r over the epoch's steps (float64, exact in a checkpoint)
+        loss_sum = partial_loss if epoch == start_epoch else 0.0
+        t0, seen = time.perf_counter(), 0
         for s in range(first, steps_per_epoch):
             chunk = slice(s * args.batch_size, (s + 1) * args.batch_size)
             loss, counts = step_loss(net, indices[chunk], real[chunk])
@@ -458,16 +463,18 @@ def train(args: argparse.Namespace, ctx: Context | None = None) -> dict:
             optimizer.step()
             global_step += 1
             seen += int(counts[1])
-            loss_sum += float(ctx.all_reduce(loss.detach().clone())) / ctx.world_size  # the global loss
+            loss_sum += float(loss.detach())
             if args.checkpoint_every and global_step % args.checkpoint_every == 0 and s + 1 < steps_per_epoch:
-                checkpoint(epoch, s + 1)
+                checkpoint(epoch, s + 1, loss_sum)
             if args.stop_after_step and global_step == args.stop_after_step:
                 log(f"simulated crash after step {global_step}", flush=True)
                 sys.stdout.flush()
                 os._exit(75)  # no clean-up, as a killed process
         elapsed = time.perf_counter() - t0
+        # sum_r L_r = W L for every step: one all-reduce per epoch gives the mean global loss
+        epoch_loss = ctx.all_reduce(torch.tensor(loss_sum, dtype=torch.float64))
         record = {"epoch": epoch + 1, "step": global_step,
-                  "loss": loss_sum / max(steps_per_epoch - first, 1),
+                  "loss": float(epoch_loss) / ctx.world_size / steps_per_epoch,
                   "structures_per_s": seen / elapsed if elapsed > 0 else float("nan")}
         if val:
             record.update({"val_" + k: v for k, v in evaluate(model, val, ctx, args.batch_size, dtype).items()})
@@ -477,7 +484,7 @@ def train(args: argparse.Namespace, ctx: Context | None = None) -> dict:
             msg += (f"  val E MAE {1000 * record['val_energy_mae']:.2f} meV/atom"
                     f"  F MAE {1000 * record['val_forces_mae']:.2f} meV/A")
         log(msg + f"  ({record['structures_per_s']:.1f} structures/s)", flush=True)
-        checkpoint(epoch + 1, 0)
+        checkpoint(epoch + 1, 0, 0.0)
 
     if ctx.rank == 0:
         with open(os.path.join(args.out, "history.json"), "w") as f:

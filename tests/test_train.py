@@ -287,10 +287,11 @@ def test_per_rank_mean_loss_is_not_the_full_batch_loss(reference_run):
 
 def test_kill_and_resume_reproduces_the_uninterrupted_run(reference_run, tmp_path):
     args = common_args(reference_run["data"], reference_run["val"], tmp_path / "run", 2)
-    crashed = launch(args + ["--stop-after-step", "7", "--checkpoint-every", "2"])
+    # 3 steps per epoch; a mid-epoch checkpoint after step 7 (epoch 3, step 1), killed after step 8
+    crashed = launch(args + ["--stop-after-step", "8", "--checkpoint-every", "7"])
     assert all(r.returncode == 75 for r in crashed), [r.stderr for r in crashed]
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
-    assert (ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"]) == (2, 0, 6)  # epoch 2 ended at step 6
+    assert (ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"]) == (2, 1, 7)
     assert not (tmp_path / "run" / "model.pt").exists()
     resumed = launch(args + ["--resume"])
     assert all(r.returncode == 0 for r in resumed), [r.stderr for r in resumed]
