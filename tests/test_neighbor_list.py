@@ -282,3 +282,35 @@ def test_large_sparse_free_space_memory_bounded():
     pos = torch.tensor([[0.0, 0, 0], [1e6, 1e6, 1e6], [0.5, 0, 0]], dtype=torch.float64)
     ei, S = neighbor_list(pos, 1.0)
     assert ei.tolist() == [[2, 0], [0, 2]]
+
+
+def test_atoms_on_cell_faces_and_corners():
+    """Fractional coordinates 0, 1, -1e-17, 1 - 1e-17 (rounding at the wrap) and exact lattice points."""
+    gen = torch.Generator().manual_seed(7)
+    cell = random_cell(gen, 3.0, tilt=0.2)
+    frac = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [-1e-17, 0.5, 1.0], [1 - 1e-17, 0.0, 0.25],
+                         [0.5, -1e-300, 2.0], [-1.0, 0.5, 0.5]], dtype=torch.float64)
+    pos = frac @ cell
+    for pbc in [(True, True, True), (True, False, True)]:
+        ei, S = neighbor_list(pos, 3.2, cell, pbc=pbc)
+        assert as_set(ei, S) == brute_force(pos.numpy(), 3.2, cell.numpy(), pbc)
+
+
+def test_many_structures_batched_equals_per_structure():
+    gen = torch.Generator().manual_seed(8)
+    pos, cells, pbcs, batch, ref, offset = [], [], [], [], set(), 0
+    for g in range(12):
+        n = int(torch.randint(0, 7, (1,), generator=gen))
+        p, c = random_system(gen, n, float(torch.rand(1, generator=gen)) * 4 + 1.5, outside=0.2)
+        pb = (torch.rand(3, generator=gen) < 0.7).tolist()
+        e, s = neighbor_list(p, 2.9, c, pbc=pb)
+        ref |= as_set(e + offset, s)
+        pos.append(p)
+        cells.append(c)
+        pbcs.append(pb)
+        batch += [g] * n
+        offset += n
+    ei, S = batched_neighbor_list(torch.cat(pos), 2.9, torch.stack(cells), torch.tensor(pbcs), torch.tensor(batch))
+    assert as_set(ei, S) == ref and len(ref) > 50
+    key = list(zip(ei[1].tolist(), ei[0].tolist(), S.long().tolist()))
+    assert key == sorted(key)
