@@ -15,9 +15,11 @@ from minequi.testing import (assert_equivariant, e3_sampler, equivariance_report
                              product_sampler)
 
 F64 = torch.float64
-# Measured (float64, 8 samples each): energy/forces of two molecules 2.8e-15, periodic
-# energy/forces/stress 3.6e-15 (outputs of size ~1).
-EQ_TOL = 1e-12
+# Measured (float64, 4 samples each, the test models have outputs up to ~10-60): energy and
+# forces of two molecules 3.6e-14 (output scale 16), periodic energy/forces/stress 1.9e-13
+# (output scale 62), i.e. ~3e-15 relative.  Tolerances ~100x above.
+EQ_TOL_MOLECULES = 4e-12
+EQ_TOL_PERIODIC = 2e-11
 
 
 def model(seed=0, species=(1, 6, 8), cutoff=3.0, **kw):
@@ -74,7 +76,8 @@ def test_molecules_energy_invariant_forces_equivariant():
     f = lambda z, p, b: tuple(m(z, p, batch=b).values())  # noqa: E731  (energy [2], forces [12, 3])
     act_in, act_out = mol_actions()
     sample = product_sampler(e3_sampler(), permutation_sampler(12))
-    report = assert_equivariant(f, (numbers, pos, batch), sample, act_in, act_out, n_samples=4, atol=EQ_TOL)
+    report = assert_equivariant(f, (numbers, pos, batch), sample, act_in, act_out, n_samples=4,
+                                atol=EQ_TOL_MOLECULES)
     print("molecules, E(3) x S_N:", report)
     assert report.scale > 0.1
     # negative control: forces treated as invariant fail under rotations
@@ -102,7 +105,8 @@ def test_periodic_energy_forces_stress_equivariant():
     f = lambda z, p, c: tuple(m(z, p, c, compute_stress=True).values())  # noqa: E731
     act_in, act_out = cell_actions()
     sample = product_sampler(e3_sampler(), permutation_sampler(5))
-    report = assert_equivariant(f, (numbers, pos, cell), sample, act_in, act_out, n_samples=4, atol=EQ_TOL)
+    report = assert_equivariant(f, (numbers, pos, cell), sample, act_in, act_out, n_samples=4,
+                                atol=EQ_TOL_PERIODIC)
     print("periodic, E(3) x S_N incl. stress:", report)
     assert report.scale > 0.1
     out = m(numbers, pos, cell, compute_stress=True)
@@ -141,7 +145,7 @@ def test_forces_equal_finite_difference_gradient():
             errs.append(abs(float(fd + (forces * v).sum())))
     err = max(errs)
     print(f"forces vs central differences (h={h}): max error {err:.2e}, max |F| {float(forces.abs().max()):.2f}")
-    assert err < 1e-7  # measured 4e-10 (truncation h^2 and rounding 1e-16/h)
+    assert err < 5e-7  # measured 4.6e-9 (truncation ~h^2 and rounding ~1e-16 |E| / h)
     assert forces.abs().max() > 0.1
 
 
@@ -152,8 +156,8 @@ def strained_energy(m, numbers, pos, cell, eps):
         return float(m.energy(numbers, pos @ F, cell @ F))
 
 
-@pytest.mark.parametrize("small", [True, False])
-def test_stress_equals_finite_difference_strain_derivative(small):
+@pytest.mark.parametrize("small, tol", [(True, 3e-7), (False, 1e-8)])  # measured 3.1e-9, 8.2e-11
+def test_stress_equals_finite_difference_strain_derivative(small, tol):
     m = model()
     numbers, pos, cell = crystal(n=5, small=small)
     stress = m(numbers, pos, cell, compute_stress=True)["stress"][0]
@@ -169,7 +173,7 @@ def test_stress_equals_finite_difference_strain_derivative(small):
     err = float((stress - fd).abs().max())
     print(f"stress vs strain finite differences (small cell={small}): max error {err:.2e}, "
           f"max |sigma| {float(stress.abs().max()):.3f}")
-    assert err < 1e-7  # measured ~1e-10
+    assert err < tol
     assert stress.abs().max() > 1e-3
 
 
@@ -236,7 +240,9 @@ def test_smooth_first_derivative_across_cutoff():
         assert outside == 0.0  # beyond the cutoff the H atom is alone
         jumps[delta] = abs(inside - outside)
     print("force jump across the cutoff:", jumps)
-    assert jumps[1e-3] < 1e-5 and jumps[1e-2] > 0  # measured 2.7e-7 (delta = 1e-3), 2.6e-5 (1e-2)
+    # measured 2.3e-8 (delta = 1e-3) and 2.3e-5 (1e-2): the force vanishes like (r_c - r)^3 (envelope
+    # u ~ (1 - r/r_c)^3 times Bessel functions that vanish at r_c)
+    assert jumps[1e-3] < 3e-6 and jumps[1e-2] > 0
     assert jumps[1e-3] < jumps[1e-2] / 50  # at least quadratic decay (100x for a 10x smaller delta)
     # far from the cutoff the H atom does feel the O atom
     numbers = torch.tensor([8, 1, 6])
