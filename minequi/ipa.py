@@ -7,8 +7,8 @@ representation :math:`s_i`, pair features :math:`z_{ij}` and a frame
 
 .. math::
     q_i^h, k_i^h, v_i^h &= \text{Linear}(s_i)                                   && \text{(line 1)} \\
-    \vec q_i^{hp}, \vec k_i^{hp} &= \text{LinearNoBias}(s_i), \ p < N_\text{qk}  && \text{(line 2)} \\
-    \vec v_i^{hp} &= \text{LinearNoBias}(s_i), \ p < N_\text{v}                   && \text{(line 3)} \\
+    \vec q_i^{hp}, \vec k_i^{hp} &= \text{Linear}(s_i), \ p < N_\text{qk}  && \text{(line 2)} \\
+    \vec v_i^{hp} &= \text{Linear}(s_i), \ p < N_\text{v}                   && \text{(line 3)} \\
     w_C = \sqrt{\tfrac{2}{9 N_\text{qk}}}, \quad w_L &= \sqrt{\tfrac13}             && \text{(lines 4-5)} \\
     a_{ij}^h = \text{softmax}_j\Big(w_L\big(\tfrac{1}{\sqrt c} q_i^{h\top} k_j^h + b_{ij}^h
         &- \tfrac{\gamma^h w_C}{2} \textstyle\sum_p \|T_i \circ \vec q_i^{hp} - T_j \circ \vec k_j^{hp}\|^2\big)\Big)
@@ -18,7 +18,7 @@ representation :math:`s_i`, pair features :math:`z_{ij}` and a frame
     \tilde s_i &= \text{Linear}\big(\text{concat}_{h,p}(o_i^h, \vec o_i^{hp}, \|\vec o_i^{hp}\|, \tilde o_i^h)\big)
         && \text{(line 11)}
 
-with the pair bias :math:`b_{ij}^h = \text{LinearNoBias}(z_{ij})` (line 6) and
+with the pair bias :math:`b_{ij}^h = \text{Linear}(z_{ij})` (line 6) and
 :math:`\gamma^h = \text{softplus}(\text{head\_weights}^h)`, initialised to 1.
 
 **Why it is invariant.**  Replace every frame by :math:`T_\text{g} \circ T_i` for one
@@ -38,7 +38,8 @@ translate with the input: the negative control in ``tests/test_ipa.py``.
 ``linear_q_points``, ``linear_kv_points``, ``linear_b``, ``head_weights``,
 ``linear_out``, same weight layouts, including the point projections' ``[3, H * P]``
 output order, and the same concatenation order in line 11, so OpenFold weights load
-into this module by name).  Two changes that give the same numbers with less work:
+into this module by name).  Three changes that give the same numbers (up to rounding)
+with less work or more precision:
 
 * The point term is expanded,
   :math:`\|x - y\|^2 = \|x\|^2 + \|y\|^2 - 2 x^\top y`, and the
@@ -47,18 +48,22 @@ into this module by name).  Two changes that give the same numbers with less wor
   one matrix product over ``c_hidden + 3 n_qk_points`` channels, and the
   ``[*, N, N, H, P, 3]`` difference tensor of OpenFold is never formed.  Global points
   are first centred on the mean frame origin (a common shift, which does not change
-  distances) to limit cancellation in the expansion.
+  distances) to limit cancellation in the expansion.  Measured invariance errors under a
+  global rigid motion: ~1e-14 in float64, ~1e-6 in float32 (1e-5 for frames 50 units
+  away from the origin).
 * ``o``, the value points (line 10) share one matrix product with the attention
   weights.
 * The mask adds ``-inf`` (the large number ``inf``) to the logits of masked *keys*;
   OpenFold adds it for masked queries too (a constant per masked row, which changes
   nothing in exact arithmetic).  Outputs at masked residues are computed but meaningless.
 
-As in the supplement's code and OpenFold, the linear layers of lines 1-3 and 6 have
-biases and LeCun-normal weights (std :math:`1/\sqrt{\text{fan\_in}}`, here
-untruncated); ``linear_out`` is zero-initialised (AF2's "final" init, so a freshly
-built module outputs exactly 0 and an IPA block starts as the identity of its residual
-stream) unless ``zero_init_out=False``.  **Tests and invariance checks must set random
+The supplement writes ``LinearNoBias`` (Glorot init) in lines 1-3 and 6; AlphaFold's
+released code and OpenFold give these layers biases and LeCun-normal weights, and so does
+this module (std :math:`1/\sqrt{\text{fan\_in}}`, here untruncated, zero biases);
+the order of the features in line 11 is OpenFold's, a permutation of the supplement's
+(the same function up to a permutation of ``linear_out``'s columns).  ``linear_out`` is
+zero-initialised (AF2's "final" init, so a freshly built module outputs exactly 0 and an
+IPA block starts as the identity of its residual stream) unless ``zero_init_out=False``.  **Tests and invariance checks must set random
 weights there** (``zero_init_out=False``), or they test nothing.
 
 >>> import torch

@@ -53,7 +53,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["Rigid"]
+__all__ = ["Rigid", "rotation_tolerance"]
 
 
 def rotation_tolerance(dtype: torch.dtype) -> float:
