@@ -307,3 +307,16 @@ def test_invariant_point_attention_package_equivalence():
     R, t = rand_rotation(6, generator=g)[None], torch.randn(1, 6, 3, generator=g, dtype=F64)
     with torch.no_grad():
         assert float((mine(s, z, Rigid(R, t)) - peer(s, z, rotations=R, translations=t)).abs().max()) > 1e-3
+
+
+def test_edge_sizes_and_all_masked():
+    ipa = make_ipa()
+    for n in (0, 1):
+        s, z, R, t, _ = inputs(n=max(n, 2), seed=16)
+        out = ipa(s[:n], z[:n, :n], Rigid(R[:n], t[:n]))
+        assert out.shape == (n, C_S) and bool(torch.isfinite(out).all())
+    s, z, R, t, mask = inputs(n=5, seed=17)
+    with torch.no_grad():  # every key masked: the same shift for all logits, so the unmasked attention
+        none = ipa(s, z, Rigid(R, t), torch.zeros(5, dtype=torch.bool))
+        # measured 8.2e-12: logits of size ~1 shifted by -1e5 keep ~11 fewer digits in float64
+        assert float((none - ipa(s, z, Rigid(R, t))).abs().max()) < 1e-9
