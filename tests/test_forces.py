@@ -5,7 +5,7 @@ import torch
 
 from minequi.forces import energy_forces_stress
 from minequi.neighbor_list import batched_neighbor_list, neighbor_list
-from minequi.testing import equivariance_error, haar_o3
+from minequi.testing import e3_sampler, equivariance_error, haar_o3, permutation_sampler, product_sampler
 
 SIGMA, EPS, RC = 2.3, 0.4, 5.0
 RO = 0.66 * RC  # ASE's default onset of the smooth cutoff
@@ -127,6 +127,16 @@ def test_equivariance_of_forces_and_stress():
     )
     print("equivariance error:", err)
     assert err < 4e-12  # measured 3.9e-14
+    # E(3) x S_N: translations (atoms crossing the cell faces) and permutations of the atoms as well
+    n = pos.shape[0]
+    err = equivariance_error(
+        f, (pos, cell), product_sampler(e3_sampler(scale=3.0), permutation_sampler(n)),
+        act_in=lambda g, xs: (xs[0][g[1]] @ g[0][0].T + g[0][1], xs[1] @ g[0][0].T),
+        act_out=lambda g, ys: (ys[0], ys[1][g[1]] @ g[0][0].T, g[0][0] @ ys[2] @ g[0][0].T),
+        n_samples=4,
+    )
+    print("E(3) x S_N error:", err)
+    assert err < 4e-12
     # negative control: stress transformed as a vector (Q sigma) instead of a rank-2 tensor
     bad = equivariance_error(
         f, (pos, cell), haar_o3,
@@ -201,6 +211,14 @@ def test_batch_no_gradient_crosses_and_equals_single():
     # negative control: an energy that mixes the structures (a global sum per graph) does couple them
     (g_mix,) = torch.autograd.grad(batched_energy(x, cell).sum() * batched_energy(x, cell)[0], x)
     assert float(g_mix[batch == 1].abs().max()) > 0
+
+
+def test_dtype_follows_input():
+    _, pos, cell = copper_like(10, n_rep=(1, 1, 1))
+    E, F, S = energy_forces_stress(lj_energy, pos.float(), cell.float())
+    E64, F64, S64 = energy_forces_stress(lj_energy, pos, cell)
+    assert E.dtype == F.dtype == S.dtype == torch.float32
+    assert float((F.double() - F64).abs().max()) < 1e-3 * float(F64.abs().max())
 
 
 def test_no_cell_and_compute_stress_flags():
