@@ -6,9 +6,9 @@ weighted sum.  For every target node ``i`` and incoming edge ``j -> i``, with
 :math:`r_{ij} = \text{pos}_j - \text{pos}_i`:
 
 .. math::
-   q_i    &= W_Q\, x_i                                          &\text{(query: a per-node Linear)}\\
-   k_{ij} &= \big(W_K(|r_{ij}|) \otimes Y(\hat r_{ij})\big)\, x_j  &\text{(key: a point convolution)}\\
-   v_{ij} &= \big(W_V(|r_{ij}|) \otimes Y(\hat r_{ij})\big)\, x_j  &\text{(value: another one)}\\
+   q_i    &= W_Q\, x_i                                          \quad \text{(query: a per-node Linear)}\\
+   k_{ij} &= \big(W_K(|r_{ij}|) \otimes Y(\hat r_{ij})\big)\, x_j  \quad \text{(key: a point convolution)}\\
+   v_{ij} &= \big(W_V(|r_{ij}|) \otimes Y(\hat r_{ij})\big)\, x_j  \quad \text{(value: another one)}\\
    \alpha_{ij} &= \frac{u(|r_{ij}|)\, \exp\!\big(\langle q_i, k_{ij}\rangle / \sqrt{d_k}\big)}
                        {\sum_{j'} u(|r_{ij'}|)\, \exp\!\big(\langle q_i, k_{ij'}\rangle / \sqrt{d_k}\big)},
    \qquad x'_i = W_O \sum_{j} \alpha_{ij}\, v_{ij},
@@ -18,9 +18,10 @@ are TFN-style convolutions of the neighbour's features along the edge, the weigh
 softmax over the target's neighbours of the query-key inner product, and the output is the
 weighted sum of the values.  Here the convolutions are the library's depthwise ("uvu")
 point convolutions after a per-node :class:`~minequi.Linear` (NequIP's linear -> conv
-factorisation): keys and values reuse :meth:`PointConv.edge_embedding
-<minequi.PointConv.edge_embedding>` and :func:`~minequi.point_conv.edge_messages`, the very
-code of :class:`~minequi.PointConv`, stopped before its sum.
+factorisation): keys and values reuse
+:meth:`~minequi.point_conv.PointConv.edge_embedding` and
+:func:`~minequi.point_conv.edge_messages`, the very code of :class:`~minequi.PointConv`,
+stopped before its sum; :math:`d_k` is the key size per head (see **Heads**).
 
 **Why the logit is invariant.**  ``q_i`` and ``k_ij`` have the same irreps
 (``irreps_key``), and each block of ``l``-components transforms by the same *orthogonal*
