@@ -6,12 +6,14 @@ with integer shifts ("ijS").  Before timing, every library's list is checked to 
 (i, j, S) as minequi's (so the rows compare equal work).  Times are the median of ``--repeats``
 interleaved repeats (benchmarks/timing.py); the ratio column is minequi's time over the peer's
 (< 1: minequi faster).  The last lines fit time ~ N^alpha between the smallest and largest
-system for each library (alpha = 1: linear growth).
+system for each library (alpha = 1: linear growth).  A last row times a training-style batch
+(``--batch`` rattled 32-atom cells): one ``batched_neighbor_list`` call against the peers called
+once per structure.
 
 minequi receives float64 tensors that already exist (on ``--device``); the peers receive the
 numpy arrays / ase.Atoms they take.  vesin runs with its default thread count.
 
-Usage: python benchmarks/bench_neighbor_list.py [--repeats 5] [--device cpu|cuda] [--sizes 3 6 10]
+Usage: python benchmarks/bench_neighbor_list.py [--repeats 5] [--device cpu|cuda] [--sizes 3 6 10] [--batch 32]
 """
 import argparse
 import math
@@ -19,7 +21,7 @@ import math
 import numpy as np
 import torch
 
-from minequi.neighbor_list import neighbor_list
+from minequi.neighbor_list import batched_neighbor_list, neighbor_list
 from timing import median_times
 
 try:  # benchmark-only dependencies
@@ -51,11 +53,48 @@ def as_set(i, j, S):
     return set(zip(np.asarray(i).tolist(), np.asarray(j).tolist(), map(tuple, S.tolist())))
 
 
+def batch_rows(args, names, device, sync):
+    """A training-style batch: G small periodic cells in one batched_neighbor_list call; the peers loop."""
+    G = args.batch
+    if G <= 0:
+        return
+    structures = []
+    for g in range(G):
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)  # 32 atoms, cell 7.22 A < 2 x cutoff
+        atoms.rattle(0.1, seed=g)
+        structures.append(atoms)
+    pos = torch.tensor(np.concatenate([a.positions for a in structures]), dtype=torch.float64, device=device)
+    cell = torch.tensor(np.stack([a.cell[:] for a in structures]), dtype=torch.float64, device=device)
+    batch = torch.arange(G, device=device).repeat_interleave(len(structures[0]))
+
+    def run_minequi():
+        out = batched_neighbor_list(pos, CUTOFF, cell, None, batch)
+        sync()
+        return out
+
+    fns = {"minequi": run_minequi,
+           "ase": lambda: [ase_neighbor_list("ijS", a, CUTOFF) for a in structures]}
+    if "vesin" in names:
+        nl = vesin.NeighborList(cutoff=CUTOFF, full_list=True)
+        fns["vesin"] = lambda: [nl.compute(a.positions, a.cell[:], True, quantities="ijS") for a in structures]
+    if "matscipy" in names:
+        fns["matscipy"] = lambda: [matscipy_neighbour_list("ijS", a, CUTOFF) for a in structures]
+    ei, S = run_minequi()
+    n_peer = sum(len(out[0]) for out in fns["ase"]())
+    if n_peer != ei.shape[1]:
+        raise SystemExit(f"batched pair count {ei.shape[1]} != ASE's {n_peer}")
+    times = median_times([fns[name] for name in names], repeats=args.repeats)
+    print(f"batch of {G} x 32 atoms (one batched_neighbor_list call; the peers loop over the structures):")
+    print(f"{G * 32:>6} {ei.shape[1]:>8} " + " ".join(f"{1e3 * t:>12.2f}" for t in times) + "   " +
+          " ".join(f"{times[0] / t:>12.2f}" for t in times[1:]))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--sizes", type=int, nargs="+", default=[3, 6, 10])
+    ap.add_argument("--batch", type=int, default=32, help="structures in the batch row (0: skip)")
     args = ap.parse_args()
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -103,6 +142,8 @@ def main():
         natoms.append(len(atoms))
         print(f"{len(atoms):>6} {len(ref):>8} " + " ".join(f"{1e3 * t:>12.2f}" for t in times) + "   " +
               " ".join(f"{times[0] / t:>12.2f}" for t in times[1:]))
+
+    batch_rows(args, names, device, sync)
 
     if len(natoms) >= 2:
         print("growth with N: time ~ N^alpha between the smallest and largest system; "
