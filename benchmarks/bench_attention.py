@@ -85,6 +85,7 @@ def to_fiber(x):
 
 
 def main():
+    global N, K
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
@@ -92,7 +93,6 @@ def main():
     parser.add_argument("--nodes", type=int, default=N)
     parser.add_argument("--neighbours", type=int, default=K)
     args = parser.parse_args()
-    global N, K
     N, K = args.nodes, args.neighbours
     if args.threads:
         torch.set_num_threads(args.threads)
