@@ -13,7 +13,8 @@ representation :math:`s_i`, pair features :math:`z_{ij}` and a frame
     a_{ij}^h = \text{softmax}_j\Big(w_L\big(\tfrac{1}{\sqrt c} q_i^{h\top} k_j^h + b_{ij}^h
         &- \tfrac{\gamma^h w_C}{2} \textstyle\sum_p \|T_i \circ \vec q_i^{hp} - T_j \circ \vec k_j^{hp}\|^2\big)\Big)
         && \text{(lines 6-7)} \\
-    \tilde o_i^h = \textstyle\sum_j a_{ij}^h z_{ij}, \quad o_i^h &= \textstyle\sum_j a_{ij}^h v_j^h  && \text{(lines 8-9)} \\
+    \tilde o_i^h = \textstyle\sum_j a_{ij}^h z_{ij}, \quad
+        o_i^h &= \textstyle\sum_j a_{ij}^h v_j^h                                 && \text{(lines 8-9)} \\
     \vec o_i^{hp} &= T_i^{-1} \circ \textstyle\sum_j a_{ij}^h\, T_j \circ \vec v_j^{hp}   && \text{(line 10)} \\
     \tilde s_i &= \text{Linear}\big(\text{concat}_{h,p}(o_i^h, \vec o_i^{hp}, \|\vec o_i^{hp}\|, \tilde o_i^h)\big)
         && \text{(line 11)}
@@ -63,8 +64,9 @@ this module (std :math:`1/\sqrt{\text{fan\_in}}`, here untruncated, zero biases)
 the order of the features in line 11 is OpenFold's, a permutation of the supplement's
 (the same function up to a permutation of ``linear_out``'s columns).  ``linear_out`` is
 zero-initialised (AF2's "final" init, so a freshly built module outputs exactly 0 and an
-IPA block starts as the identity of its residual stream) unless ``zero_init_out=False``.  **Tests and invariance checks must set random
-weights there** (``zero_init_out=False``), or they test nothing.
+IPA block starts as the identity of its residual stream) unless ``zero_init_out=False``.
+**Tests and invariance checks must set random weights there** (``zero_init_out=False``),
+or they test nothing.
 
 >>> import torch
 >>> from minequi.rigid import Rigid
@@ -161,7 +163,8 @@ class InvariantPointAttention(nn.Module):
             raise TypeError(f"InvariantPointAttention: frames must be a minequi.rigid.Rigid of batch shape [..., N], "
                             f"got {type(frames).__name__}")
         if s.dim() < 2 or s.shape[-1] != self.c_s:
-            raise ValueError(f"InvariantPointAttention: s must have shape [..., N, c_s={self.c_s}], got {list(s.shape)}")
+            raise ValueError(f"InvariantPointAttention: s must have shape [..., N, c_s={self.c_s}], "
+                             f"got {list(s.shape)}")
         lead, n = s.shape[:-2], s.shape[-2]
         if z.shape != (*lead, n, n, self.c_z):
             raise ValueError(f"InvariantPointAttention: z must have shape [..., N, N, c_z] = "
@@ -181,7 +184,10 @@ class InvariantPointAttention(nn.Module):
                 f"{frames.dtype} on {frames.device} and the parameters are {w.dtype} on {w.device}; they must match "
                 f"(use .to(...))")
 
-    def forward(self, s: torch.Tensor, z: torch.Tensor, frames: Rigid, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, s: torch.Tensor, z: torch.Tensor, frames: Rigid,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``s [..., N, c_s]``, ``z [..., N, N, c_z]``, ``frames`` :class:`Rigid` ``[..., N]``, ``mask [..., N]``
+        -> ``[..., N, c_s]`` (Algorithm 22, lines 1-11; see the module docstring)."""
         self._check(s, z, frames, mask)
         H, C, Pq, Pv = self.n_heads, self.c_hidden, self.n_qk_points, self.n_v_points
         lead = s.shape[:-2]  # [*]

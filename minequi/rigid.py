@@ -220,7 +220,7 @@ class Rigid:
         >>> Rigid.from_3_points(n, ca, 2 * ca - n)
         Traceback (most recent call last):
             ...
-        ValueError: Rigid.from_3_points: p_xy_plane lies on the line through p_neg_x_axis and origin (|u_2|^2 = ... <= eps = 1e-08) in frame 0; the frame is undefined
+        ValueError: Rigid.from_3_points: p_xy_plane lies on the line through p_neg_x_axis and origin ...
         """
         for name, p in (("p_neg_x_axis", p_neg_x_axis), ("origin", origin), ("p_xy_plane", p_xy_plane)):
             if not isinstance(p, torch.Tensor) or not p.is_floating_point():
