@@ -25,7 +25,11 @@ Rotations must be *proper*: the constructor raises ``ValueError`` (naming
 ``rotations``) when :math:`R^\top R` differs from the identity by more than
 :math:`\sqrt{\varepsilon}` of the dtype (about 1.5e-8 in float64, 3.5e-4 in float32),
 or when :math:`\det R < 0` (a reflection; a right-handed frame cannot represent one).
-That check reads one number back from the device (a host synchronisation) and is
+:math:`\sqrt{\varepsilon}` is far above the rounding of a rotation computed in that dtype
+(a few :math:`\varepsilon`, growing slowly under composition) and far below a real mistake
+(a scaled, sheared or unnormalised matrix); note that a float32 rotation cast to float64
+(errors ~1e-7) fails the float64 check: cast the :class:`Rigid` instead (``.to``), or pass
+``validate=False``.  That check reads one number back from the device (a host synchronisation) and is
 not traceable by ``torch.compile``; pass ``validate=False`` to skip it, as all
 methods do internally (products and inverses of rotations are rotations).
 
