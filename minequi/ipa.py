@@ -58,6 +58,9 @@ with less work or more precision:
   OpenFold adds it for masked queries too (a constant per masked row, which changes
   nothing in exact arithmetic).  Outputs at masked residues are computed but meaningless.
 
+Under ``torch.autocast`` the point products run in half precision like the rest (OpenFold
+keeps the value-point sum in float32); run the module in float32 where point precision matters.
+
 The supplement writes ``LinearNoBias`` (Glorot init) in lines 1-3 and 6; AlphaFold's
 released code and OpenFold give these layers biases and LeCun-normal weights, and so does
 this module (std :math:`1/\sqrt{\text{fan\_in}}`, here untruncated, zero biases);
