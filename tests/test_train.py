@@ -4,7 +4,8 @@ Every multi-process run is launched from the test, as a user would: ``torchrun -
 for the reference run, and for the others two ``python -m minequi.train`` processes with the
 environment that torchrun would set (``RANK``, ``WORLD_SIZE``, ``MASTER_PORT`` on a free port),
 which saves torchrun's own start-up.  The runs are float64 and tiny (EMT copper-gold clusters of
-2 to 6 atoms, a stand-in pair potential defined below with the potential's forward signature).
+2 to 6 atoms, a small InteratomicPotential); a stand-in pair potential with the same forward
+signature, defined below, provides the model with an unused parameter.
 
 The 2-rank reference run is shared by several tests and, under pytest-xdist, by the workers
 (computed once, under a file lock, in the session's shared temporary folder).
@@ -108,10 +109,20 @@ def make_data(folder: Path):
     return folder / "train.extxyz", folder / "val.extxyz"
 
 
-def common_args(data, val, out, batch_size, model="test_train:pair_potential", epochs=3):
+# a small InteratomicPotential (the default --model)
+POTENTIAL = ["--irreps-hidden", "4x0e+2x1o", "--lmax", "1", "--num-layers", "2", "--num-basis", "4",
+             "--radial-hidden", "8", "--cutoff", "4.0"]
+
+
+def common_args(data, val, out, batch_size, model="potential", epochs=3):
     return ["--data", str(data), "--val", str(val), "--out", str(out), "--batch-size", str(batch_size),
             "--max-epochs", str(epochs), "--dtype", "float64", "--lr", "0.02", "--seed", "3",
-            "--threads", "1", "--model", model, "--quiet"]
+            "--threads", "1", "--model", model, "--quiet", *POTENTIAL]
+
+
+def potential(args=None):
+    args = args or T.parse_args(common_args("x", "y", "z", 1))
+    return T.build_potential([29, 79], args).double()
 
 
 def free_port() -> int:
@@ -170,7 +181,10 @@ def reference_run(tmp_path_factory):
     computed once per session even under pytest-xdist."""
     from filelock import FileLock
 
-    shared = tmp_path_factory.getbasetemp().parent / "minequi_train_reference"
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the workers' folders share this session's parent
+        base = base.parent
+    shared = base / "minequi_train_reference"
     with FileLock(str(shared) + ".lock"):
         done = shared / "done.json"
         if not done.exists():
@@ -230,8 +244,9 @@ def test_weights_equal_after_several_steps(reference_run, single_run):
     print(f"weights after {h1[-1]['step']} steps, 2 ranks vs 1 process: max |diff| = {diff:.2e}")
     assert diff < EXACT
     # negative control: the weights moved (so equal weights are not equal initial weights)
-    w0 = PairPotential(sorted({29, 79})).double().state_dict()
-    assert max(float((w1[k] - w0[k]).abs().max()) for k in ("readout.weight", "readout.bias")) > 1e-3
+    torch.manual_seed(3)
+    w0 = potential().state_dict()
+    assert max(float((w1[k] - w0[k]).abs().max()) for k in ("readout.weight", "embedding.weight")) > 1e-3
     for a, b in zip(h2, h1):
         assert abs(a["loss"] - b["loss"]) < EXACT * max(1.0, b["loss"])
 
@@ -245,7 +260,7 @@ def test_validation_metrics_equal_single_process(reference_run, single_run):
         assert m1[k] > 0 and abs(m2[k] - m1[k]) < EXACT * m1[k], (k, m2[k], m1[k])
     # negative control: the same model evaluated with the padding repeat counted differs
     from minequi.physics_data import read_extxyz
-    model = PairPotential([29, 79]).double()
+    model = potential()
     model.load_state_dict(state(single_run / "model.pt"))
     val = read_extxyz(reference_run["val"])
     exact = T.evaluate(model, val, T.Context(), 4, F64)
@@ -262,7 +277,7 @@ def test_per_rank_mean_loss_is_not_the_full_batch_loss(reference_run):
 
     structures = read_extxyz(reference_run["data"])
     torch.manual_seed(0)
-    model = PairPotential([29, 79]).double().train()
+    model = potential().train()
     params = list(model.parameters())
     shards = [[0, 1], [2, 3, 4]]
     assert sum(len(structures[i]) for i in shards[0]) != sum(len(structures[i]) for i in shards[1])
