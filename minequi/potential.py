@@ -25,6 +25,9 @@ given to the constructor).  The network:
    * a residual update :math:`x \leftarrow x + \text{block}(x)` whenever the block's output
      irreps equal its input irreps (every block but the first);
 
+   the **last** block produces only the ``0e`` scalars of ``irreps_hidden`` (as in MACE): the
+   readout reads nothing else, so the ``l > 0`` outputs of a full last block would be computed
+   and thrown away (its residual adds the input's leading ``0e`` scalars);
 3. a **readout** :class:`~minequi.Linear` to one ``0e`` scalar per atom.
 
 The edge vectors are those of a neighbour list (:func:`~minequi.neighbor_list.batched_neighbor_list`),
@@ -153,23 +156,25 @@ class InteratomicPotential(nn.Module):
         self.embedding = Linear(f"{S}x0e", self.irreps_embedding)
 
         silu, tanh, sigmoid = (normalize2mom(f) for f in (torch.nn.functional.silu, torch.tanh, torch.sigmoid))
-        allowed = {ir for _, ir in self.irreps_hidden}
         self.convs, self.linears, self.gates = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
-        self.residual = []
+        self.residual = []  # per block: how many leading columns of its input to add (0: no residual)
         irreps = self.irreps_embedding
         for k in range(num_layers):
+            last = k == num_layers - 1  # the readout only reads 0e: the last block makes only 0e
+            allowed = {Irrep("0e")} if last else {ir for _, ir in self.irreps_hidden}
             conv_out = _reachable(irreps, self.irreps_sh, allowed)
             reach = {ir for _, ir in conv_out}
             hidden = [(mul, ir) for mul, ir in self.irreps_hidden if ir in reach and mul > 0]
             scalars = Irreps([(mul, ir) for mul, ir in hidden if ir.l == 0])
             gated = Irreps([(mul, ir) for mul, ir in hidden if ir.l > 0])
             gate = Gate(scalars, [silu if ir.p == 1 else tanh for _, ir in scalars],
-                        f"{gated.num_irreps}x0e", sigmoid, gated)
+                        f"{gated.num_irreps}x0e" if gated.num_irreps else "", sigmoid, gated)
             self.convs.append(PointConv(irreps, self.irreps_sh, conv_out, num_basis, self.cutoff,
                                         radial_hidden=radial_hidden, avg_num_neighbors=self.avg_num_neighbors))
             self.linears.append(Linear(conv_out, gate.irreps_in, bias=True))  # self-interaction
             self.gates.append(gate)
-            self.residual.append(gate.irreps_out == irreps)
+            lead = Irreps(list(irreps)[:len(gate.irreps_out)])  # the input's leading entries
+            self.residual.append(gate.irreps_out.dim if lead == gate.irreps_out else 0)
             irreps = gate.irreps_out
         self.readout = Linear(irreps, "1x0e")
 
@@ -271,7 +276,7 @@ class InteratomicPotential(nn.Module):
             edge_weight = conv.radial(emb)  # [E, weight_numel]
             y = point_convolution(conv.tp, x, edge_sh, edge_weight, edge_index, N)  # [N, conv_out]
             y = gate(linear(y / math.sqrt(conv.avg_num_neighbors)))  # [N, hidden]
-            x = x + y if residual else y  # [N, hidden]
+            x = x[:, :residual] + y if residual else y  # [N, hidden]
         eps = self.readout(x)[:, 0]  # [N]
         return self.scale * eps + self.atomic_energies[species_index]  # [N]
 
