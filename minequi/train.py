@@ -382,7 +382,7 @@ def train(args: argparse.Namespace, ctx: Context | None = None) -> dict:
     structures = load_structures(args.data)
     val = load_structures(args.val) if args.val else []
     n = len(structures)
-    species = sorted({int(z) for a in structures for z in a.numbers})
+    species = sorted({int(z) for a in structures + val for z in a.numbers})  # the model's species
 
     # the same model on every rank: seeded construction (DDP also broadcasts rank 0's weights)
     torch.manual_seed(args.seed)
