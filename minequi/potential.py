@@ -102,7 +102,9 @@ class InteratomicPotential(nn.Module):
     ``forward(numbers [N] long, pos [N, 3], cell [G, 3, 3] | None, pbc [G, 3] bool | None,
     batch [N] | None, compute_forces=True, compute_stress=False, create_graph=None)`` returns a
     dict with ``energy [G]``, ``forces [N, 3]`` (if ``compute_forces``) and ``stress [G, 3, 3]``
-    (if ``compute_stress``; ASE's sign and units, energy / length^3).  ``cell`` rows are the
+    (if ``compute_stress``; ASE's sign and units, energy / length^3; NaN for the structures of a
+    batch that are not periodic along all three axes, as :func:`~minequi.physics_data.collate`
+    marks absent stress labels).  ``cell`` rows are the
     lattice vectors (ASE's); a single structure may pass ``cell [3, 3]`` and ``pbc [3]``.
     ``pbc=None`` with a cell means periodic along all three axes; ``cell=None`` means no
     periodicity (molecules, clusters).  ``create_graph=None`` means ``self.training``: while
@@ -306,13 +308,21 @@ class InteratomicPotential(nn.Module):
             return {"energy": energy_fn(pos, cell)}
         if create_graph is None:
             create_graph = self.training
-        energy, forces, stress = energy_forces_stress(energy_fn, pos, cell, pbc, batch,
+        strain_cell, periodic = cell, None
+        if compute_stress:
+            # a batch may mix crystals with molecules: a structure periodic along no axis has only
+            # zero shifts, so its cell (often all zeros) is replaced by the identity for the strain
+            # derivative, and every structure that is not periodic along all three axes gets NaN stress
+            periodic = pbc.all(dim=1)  # [G]
+            eye = torch.eye(3, dtype=cell.dtype, device=cell.device).expand_as(cell)  # [G, 3, 3]
+            strain_cell = torch.where(pbc.any(dim=1)[:, None, None], cell, eye)  # [G, 3, 3]
+        energy, forces, stress = energy_forces_stress(energy_fn, pos, strain_cell, pbc, batch,
                                                       compute_stress=compute_stress, create_graph=create_graph)
         out = {"energy": energy}
         if compute_forces:
             out["forces"] = forces
         if compute_stress:
-            out["stress"] = stress
+            out["stress"] = torch.where(periodic[:, None, None], stress, torch.full_like(stress, math.nan))
         return out
 
     def energy(self, numbers: torch.Tensor, pos: torch.Tensor, cell: torch.Tensor | None = None,
