@@ -198,7 +198,8 @@ def test_equals_dense_reference(smooth):
     x, pos, edge_index = cloud(n=9, seed=4)
     edge_index = edge_index[:, torch.randperm(edge_index.shape[1], generator=gen(5))]  # any edge order
     y = att(x, pos, edge_index)
-    torch.testing.assert_close(y, dense_reference(att, x, pos, edge_index), atol=1e-12, rtol=0)
+    # measured: 1.3e-15 (smooth) and 4.4e-16 (plain), outputs of size ~2
+    torch.testing.assert_close(y, dense_reference(att, x, pos, edge_index), atol=1e-13, rtol=0)
     # negative control: with one head the layer is a different function
     one = layer(seed=3, smooth_cutoff=smooth, num_heads=1)
     assert (one(x, pos, edge_index) - y).abs().max() > 1e-3
@@ -285,6 +286,7 @@ def test_float32():
     x, pos, edge_index = cloud()
     y = att(x.float(), pos.float(), edge_index)
     assert y.dtype == torch.float32
+    # measured: 1.7e-6 (outputs of size ~2.6)
     torch.testing.assert_close(y.double(), layer()(x, pos, edge_index), atol=1e-4, rtol=1e-4)
 
 
