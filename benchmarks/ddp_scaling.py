@@ -1,6 +1,6 @@
 """Training throughput of ``minequi.train`` on 1 and 2 CPU processes (DDP, gloo), and the parallel efficiency.
 
-    python benchmarks/ddp_scaling.py [--structures 96] [--epochs 4] [--batch-size 4] [--out benchmarks/ddp_scaling.json]
+    python benchmarks/ddp_scaling.py [--structures 48] [--epochs 3] [--batch-size 4] [--out benchmarks/ddp_scaling.json]
 
 Generates EMT copper clusters (8 to 16 atoms) in a temporary folder, then trains the
 InteratomicPotential (float32, 2 layers, ``16x0e+8x1o+4x2e``) with
@@ -13,7 +13,9 @@ The per-rank batch is fixed (``--batch-size``), so the 2-process run takes globa
 as large (weak scaling, the usual DDP setting).  Throughput = training structures per second,
 the median over the epochs after the first (``history.json`` of each run; validation excluded).
 Parallel efficiency = throughput(2 processes) / (2 x throughput(1 process, 1 thread)).
-Writes a JSON file that chapter 19 shows as a table, and prints the table.
+Appends the run to a JSON file (``{"runs": [...]}``, each run with its date, load average and
+settings) that chapter 19 shows as tables, and prints the table.  On a shared machine the
+numbers move with the load: keep several runs.
 """
 from __future__ import annotations
 
@@ -45,10 +47,11 @@ def throughput(out: Path) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--structures", type=int, default=96)
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--structures", type=int, default=48)
+    p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "ddp_scaling.json"))
+    p.add_argument("--fresh", action="store_true", help="replace the stored runs instead of appending this one")
     a = p.parse_args()
 
     from minequi.physics_data import emt_clusters, write_extxyz
@@ -79,10 +82,12 @@ def main() -> None:
     for r in rows:
         r["speedup"] = r["structures_per_s"] / base
         r["efficiency"] = r["structures_per_s"] / (r["processes"] * r["threads_per_process"] * base)
-    result = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "cpus": os.cpu_count(),
-              "machine": platform.machine(), "load_average_at_start": load, "structures": a.structures,
-              "epochs": a.epochs, "per_rank_batch": a.batch_size, "rows": rows}
-    Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
+    result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
+              "cpus": os.cpu_count(), "machine": platform.machine(), "load_average_at_start": load,
+              "structures": a.structures, "epochs": a.epochs, "per_rank_batch": a.batch_size, "rows": rows}
+    out = Path(a.out)
+    runs = json.loads(out.read_text())["runs"] if out.exists() and not a.fresh else []
+    out.write_text(json.dumps({"runs": runs + [result]}, indent=1) + "\n")
     print(f"{'config':28s} {'structures/s':>12s} {'speed-up':>9s} {'efficiency':>10s}")
     for r in rows:
         print(f"{r['config']:28s} {r['structures_per_s']:12.1f} {r['speedup']:9.2f} {r['efficiency']:10.2f}")

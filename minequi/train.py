@@ -280,9 +280,9 @@ def check_parameters_used(module: torch.nn.Module, loss: torch.Tensor, ctx: Cont
         raise RuntimeError(
             f"minequi.train: {len(names)} parameter(s) receive no gradient from the loss: {names} ({where}). "
             "DistributedDataParallel (find_unused_parameters=False) all-reduces gradients in buckets as "
-            "parameters become ready; a parameter that never gets a gradient leaves its bucket unreduced "
-            "(the step silently skips averaging it) and the next step fails. Remove the parameter, freeze "
-            "it (requires_grad_(False)), or make it contribute to the energy."
+            "parameters become ready; a parameter that never gets a gradient leaves its bucket unreduced, so "
+            "the first step silently uses that bucket's un-averaged gradients and the next step fails. "
+            "Remove the parameter, freeze it (requires_grad_(False)), or make it contribute to the loss."
         )
 
 
