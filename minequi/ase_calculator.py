@@ -4,7 +4,7 @@ ASE (the Atomic Simulation Environment) drives molecular dynamics, geometry opti
 calculations through *calculators*: objects that, given an ``ase.Atoms``, return its
 ``energy`` (eV), ``forces`` (eV/Angstrom, ``[N, 3]``) and ``stress`` (eV/Angstrom^3, the
 Voigt 6-vector ``(xx, yy, zz, yz, xz, xy)``, positive when the cell is under tension, the
-sign of :meth:`ase.Atoms.get_stress`).  :class:`MinequiCalculator` wraps any model with the
+sign of ``ase.Atoms.get_stress()``).  :class:`MinequiCalculator` wraps any model with the
 interface of :class:`~minequi.potential.InteratomicPotential`: it converts the ``Atoms``
 (numbers, positions, cell with rows = lattice vectors, pbc) to tensors, runs the model in
 eval mode in the requested dtype on the requested device, and converts the results back.
