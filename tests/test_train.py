@@ -12,7 +12,7 @@ The 2-rank reference run is shared by several tests and, under pytest-xdist, by 
 
 Measured (float64, small InteratomicPotential, 2 ranks vs 1 process, this machine): first-step
 gradients differ by at most 8e-17 (max abs; largest gradient entry 0.36), weights after 9 steps
-by 2e-16, validation MAEs by 0 to 1e-17; the resumed run equals the uninterrupted one bit for bit.
+by 2e-16, validation MAEs equal (difference 0.0 in the chapter's run); the resumed run equals the uninterrupted one bit for bit.
 Emulated in one process on a 4-atom / 18-atom split: the global-mean loss gives the full-batch
 gradient to 5e-17, a per-rank-mean loss misses it by 0.16.
 """
