@@ -116,6 +116,20 @@ def energy_forces_stress(
         if cell.dtype != pos.dtype:
             raise TypeError(f"cell dtype {cell.dtype} must match pos dtype {pos.dtype}")
     G = cell.shape[0] if (batched and cell is not None) else None
+    if G is not None and N > 0 and not torch.compiler.is_compiling() and int(batch.max()) >= G:  # one host sync
+        raise ValueError(f"batch holds structure index {int(batch.max())} but cell [G, 3, 3] has only G = {G} cells")
+    if pbc is not None:
+        try:
+            p = torch.as_tensor(pbc)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"pbc must be a bool or a tensor of bools [3] (or [G, 3]), got {pbc!r}") from None
+        if p.dtype != torch.bool and (p.is_floating_point() or p.is_complex() or not bool(((p == 0) | (p == 1)).all())):
+            raise TypeError(f"pbc must be a bool or a tensor of bools, got {pbc!r}")
+        shapes = [(), (3,)] + ([(G, 3)] if G is not None else [(p.shape[0], 3)] if batched and p.dim() == 2 else [])
+        if tuple(p.shape) not in shapes:
+            want = "[3] or [G, 3]" if batched else "[3]"
+            raise ValueError(f"pbc must be a bool or have shape {want} (one flag per lattice vector), "
+                             f"got shape {list(p.shape)}")
 
     if compute_stress is None:
         if cell is None:
@@ -123,10 +137,7 @@ def energy_forces_stress(
         elif pbc is None:
             compute_stress = True
         else:
-            p = torch.as_tensor(pbc)
-            if p.dtype != torch.bool and (p.is_floating_point() or not bool(((p == 0) | (p == 1)).all())):
-                raise TypeError(f"pbc must be a bool or a tensor of bools, got {pbc!r}")
-            compute_stress = bool(p.bool().all())
+            compute_stress = bool(torch.as_tensor(pbc).bool().all())
     if compute_stress and cell is None:
         raise ValueError("compute_stress=True needs a cell [3, 3] (or [G, 3, 3] with batch), got cell=None")
 

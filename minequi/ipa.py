@@ -125,7 +125,8 @@ class InvariantPointAttention(nn.Module):
 
     Forward:
         ``s [..., N, c_s]``, ``z [..., N, N, c_z]``, ``frames`` a :class:`Rigid` of batch
-        shape ``[..., N]``, ``mask [..., N]`` (bool or 0/1 floats, optional; 1 = present)
+        shape ``[..., N]``, ``mask [..., N]`` (bool or 0/1 floats, optional; 1 = present; a float
+        mask is read as present where nonzero, so no value can *raise* a key's logit)
         -> ``[..., N, c_s]``.  Inputs, frames and parameters share one dtype and device
         (``TypeError`` otherwise); wrong shapes raise ``ValueError``.
     """
@@ -137,6 +138,11 @@ class InvariantPointAttention(nn.Module):
                         ("n_qk_points", n_qk_points), ("n_v_points", n_v_points)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"InvariantPointAttention: {name} must be a positive int, got {v!r}")
+        if isinstance(inf, bool) or not isinstance(inf, (int, float)) or not 0 < inf < math.inf:
+            raise ValueError(f"InvariantPointAttention: inf must be a positive finite number (the penalty of "
+                             f"masked keys), got {inf!r}")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < math.inf:
+            raise ValueError(f"InvariantPointAttention: eps must be a non-negative finite number, got {eps!r}")
         self.c_s, self.c_z, self.c_hidden = c_s, c_z, c_hidden
         self.n_heads, self.n_qk_points, self.n_v_points = n_heads, n_qk_points, n_v_points
         self.inf, self.eps = float(inf), float(eps)
@@ -223,7 +229,8 @@ class InvariantPointAttention(nn.Module):
         b = self.linear_b(z)  # [*, N, N, H] (line 6)
         logits = logits + w_L * b.permute(*range(len(lead)), -1, -3, -2)  # [*, H, N, N]
         if mask is not None:
-            key_bias = (mask.to(s.dtype) - 1.0) * self.inf  # [*, N]: 0 present, -inf masked
+            present = mask if mask.dtype == torch.bool else mask != 0  # [*, N] (float masks: nonzero = present)
+            key_bias = (present.to(s.dtype) - 1.0) * self.inf  # [*, N]: 0 present, -inf masked
             logits = logits + key_bias[..., None, None, :]  # [*, H, N, N]
         a = torch.softmax(logits, dim=-1)  # [*, H, N, N]
 

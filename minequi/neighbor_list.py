@@ -119,7 +119,9 @@ def _check_pbc(pbc, shape: tuple, name: str = "pbc") -> torch.Tensor:
         if t.is_floating_point() or t.is_complex() or not bool(((t == 0) | (t == 1)).all()):
             raise TypeError(f"{name} must be a bool or booleans of shape {list(shape)}, got {pbc!r}")
         t = t.bool()
-    if len(shape) == 2 and tuple(t.shape) == (3,):
+    if t.dim() == 0:
+        t = t.expand(shape)  # a 0-d flag (numpy.bool_, torch.tensor(True)) is a bool
+    elif len(shape) == 2 and tuple(t.shape) == (3,):
         t = t.expand(shape)  # one flag triple shared by all structures
     if tuple(t.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {list(shape)} (one flag per lattice vector), got {list(t.shape)}")

@@ -69,27 +69,33 @@ def rotation_tolerance(dtype: torch.dtype) -> float:
     return float(torch.finfo(dtype).eps) ** 0.5
 
 
-def _check_rotations(rotations: torch.Tensor, what: str = "rotations") -> None:
-    """ValueError unless every ``[3, 3]`` matrix is orthogonal (within the dtype's tolerance) with det +1."""
+def _check_rotations(rotations: torch.Tensor, translations: torch.Tensor, what: str = "rotations") -> None:
+    """ValueError unless every ``[3, 3]`` matrix is orthogonal (within the dtype's tolerance) with det +1
+    and every translation is finite.  16-bit dtypes are checked in float32 (with their own tolerance)."""
     if rotations.numel() == 0:
         return
+    tol = rotation_tolerance(rotations.dtype)
     R = rotations.reshape(-1, 3, 3)  # [B, 3, 3]
+    if R.dtype in (torch.float16, torch.bfloat16):
+        R = R.float()  # [B, 3, 3] (no 16-bit determinant kernel)
     eye = torch.eye(3, dtype=R.dtype, device=R.device)  # [3, 3]
     orth = (R.transpose(-1, -2) @ R - eye).abs().amax(dim=(-1, -2))  # [B]
     det = torch.linalg.det(R)  # [B]
     worst, worst_at = orth.max(dim=0)
     lowest, lowest_at = det.min(dim=0)
-    worst, worst_at, lowest, lowest_at = torch.stack(
-        [worst, worst_at.to(R.dtype), lowest, lowest_at.to(R.dtype)]).tolist()  # one host sync
-    tol = rotation_tolerance(R.dtype)
+    finite = torch.isfinite(translations).all().to(R.dtype)  # []
+    worst, worst_at, lowest, lowest_at, finite = torch.stack(
+        [worst, worst_at.to(R.dtype), lowest, lowest_at.to(R.dtype), finite]).tolist()  # one host sync
     if not worst <= tol:  # also catches NaN
         raise ValueError(
             f"Rigid: {what} must be orthogonal [..., 3, 3] matrices; frame {int(worst_at)} (flattened batch index) "
-            f"has max |R^T R - I| = {worst:.3g} > {tol:.3g} (the tolerance of {R.dtype})")
+            f"has max |R^T R - I| = {worst:.3g} > {tol:.3g} (the tolerance of {rotations.dtype})")
     if lowest < 0:
         raise ValueError(
             f"Rigid: {what} must be proper rotations (det = +1); frame {int(lowest_at)} has det = {lowest:.3g} "
             f"(a reflection)")
+    if not finite:
+        raise ValueError("Rigid: translations must be finite (found NaN or inf)")
 
 
 class Rigid:
@@ -98,8 +104,8 @@ class Rigid:
     Args:
         rotations: ``[..., 3, 3]`` proper rotation matrices (floating point).
         translations: ``[..., 3]``, same batch shape ``[...]``, dtype and device.
-        validate: check that ``rotations`` are orthogonal with det = +1 (``ValueError``
-            otherwise).  Costs one host synchronisation and is not ``torch.compile``-traceable;
+        validate: check that ``rotations`` are orthogonal with det = +1 and ``translations``
+            finite (``ValueError`` otherwise; float16/bfloat16 are checked in float32).  Costs one host synchronisation and is not ``torch.compile``-traceable;
             ``False`` skips it.
 
     Attributes ``rotations``, ``translations``, ``shape`` (the batch shape), ``dtype``,
@@ -130,7 +136,7 @@ class Rigid:
         if rotations.device != translations.device:
             raise TypeError(f"Rigid: rotations are on {rotations.device} but translations on {translations.device}")
         if validate:
-            _check_rotations(rotations)
+            _check_rotations(rotations, translations)
         self._rotations = rotations
         self._translations = translations
 
@@ -171,6 +177,8 @@ class Rigid:
         [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
         """
         shape = tuple(shape)
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+            raise ValueError(f"Rigid.identity: shape must be a sequence of non-negative ints, got {shape!r}")
         eye = torch.eye(3, dtype=dtype, device=device)  # [3, 3]
         rotations = eye.expand(*shape, 3, 3).clone().requires_grad_(requires_grad)  # [..., 3, 3]
         translations = torch.zeros(*shape, 3, dtype=eye.dtype, device=device,
@@ -229,9 +237,13 @@ class Rigid:
         for name, p in (("p_neg_x_axis", p_neg_x_axis), ("origin", origin), ("p_xy_plane", p_xy_plane)):
             if not isinstance(p, torch.Tensor) or not p.is_floating_point():
                 raise TypeError(f"Rigid.from_3_points: {name} must be a floating-point tensor")
+        for name, p in (("p_neg_x_axis", p_neg_x_axis), ("origin", origin), ("p_xy_plane", p_xy_plane)):
             if p.dim() < 1 or p.shape[-1] != 3 or p.shape != origin.shape:
                 raise ValueError(f"Rigid.from_3_points: {name} must have the shape [..., 3] of origin "
                                  f"{list(origin.shape)}, got {list(p.shape)}")
+            if p.dtype != origin.dtype or p.device != origin.device:
+                raise TypeError(f"Rigid.from_3_points: {name} is {p.dtype} on {p.device} but origin is "
+                                f"{origin.dtype} on {origin.device}; the three points must match")
         v1 = origin - p_neg_x_axis  # [..., 3]
         v2 = p_xy_plane - origin  # [..., 3]
         n1 = (v1 * v1).sum(-1, keepdim=True)  # [..., 1]
@@ -243,7 +255,12 @@ class Rigid:
         if validate and n1.numel() > 0:
             m1, i1 = n1.reshape(-1).min(dim=0)
             m2, i2 = n2.reshape(-1).min(dim=0)
-            m1, i1, m2, i2 = torch.stack([m1, i1.to(m1.dtype), m2, i2.to(m1.dtype)]).tolist()  # one host sync
+            finite = torch.isfinite(torch.stack([p_neg_x_axis, origin, p_xy_plane])).all().to(m1.dtype)  # []
+            m1, i1, m2, i2, finite = torch.stack(
+                [m1, i1.to(m1.dtype), m2, i2.to(m1.dtype), finite]).tolist()  # one host sync
+            if not finite:
+                raise ValueError("Rigid.from_3_points: p_neg_x_axis, origin and p_xy_plane must be finite "
+                                 "(found NaN or inf)")
             if not m1 > eps:
                 raise ValueError(f"Rigid.from_3_points: p_neg_x_axis and origin coincide (|v_1|^2 = {m1:.3g} <= "
                                  f"eps = {eps:.3g}) in frame {int(i1)}; the frame is undefined")
@@ -262,6 +279,10 @@ class Rigid:
         """
         if not isinstance(other, Rigid):
             raise TypeError(f"Rigid.compose: other must be a Rigid, got {type(other).__name__}")
+        if other.dtype != self.dtype or other.device != self.device:
+            raise TypeError(f"Rigid.compose: other is {other.dtype} on {other.device} but self is {self.dtype} "
+                            f"on {self.device}; use .to(...)")
+        _broadcast("Rigid.compose", "other", self.shape, other.shape)
         rotations = self._rotations @ other._rotations  # [..., 3, 3]
         translations = _rotate(self._rotations, other._translations) + self._translations  # [..., 3]
         return Rigid(rotations, translations, validate=False)
@@ -277,18 +298,35 @@ class Rigid:
         For several points per frame index the frames with ``None``: ``T[..., None].apply(x)``
         with ``T.shape = [N]`` and ``x [N, P, 3]`` (as in OpenFold).
         """
+        self._check_points("apply", points)
         return _rotate(self._rotations, points) + self._translations  # [..., 3]
 
     def invert_apply(self, points: torch.Tensor) -> torch.Tensor:
         r""":math:`R^\top (x - t)` on the last axis of ``points [..., 3]`` (broadcasting as :meth:`apply`)."""
+        self._check_points("invert_apply", points)
         return _rotate(self._rotations.transpose(-1, -2), points - self._translations)  # [..., 3]
+
+    def _check_points(self, method: str, points) -> None:
+        """TypeError/ValueError naming ``points`` unless it is a ``[..., 3]`` tensor of the frames' dtype
+        and device whose batch dims broadcast with :attr:`shape` (shape checks only: no host sync)."""
+        if not isinstance(points, torch.Tensor):
+            raise TypeError(f"Rigid.{method}: points must be a tensor [..., 3], got {type(points).__name__}")
+        if points.dtype != self.dtype or points.device != self.device:
+            raise TypeError(f"Rigid.{method}: points are {points.dtype} on {points.device} but the frames are "
+                            f"{self.dtype} on {self.device}; use .to(...)")
+        if points.dim() < 1 or points.shape[-1] != 3:
+            raise ValueError(f"Rigid.{method}: points must have shape [..., 3], got {list(points.shape)}")
+        _broadcast(f"Rigid.{method}", "points", self.shape, points.shape[:-1])
 
     # -- batch bookkeeping -----------------------------------------------------------------
     def __getitem__(self, index) -> "Rigid":
         if not isinstance(index, tuple):
             index = (index,)
         full = slice(None)
-        return Rigid(self._rotations[index + (full, full)], self._translations[index + (full,)], validate=False)
+        try:
+            return Rigid(self._rotations[index + (full, full)], self._translations[index + (full,)], validate=False)
+        except IndexError as e:  # say which shape was indexed: the batch shape, not [..., 3, 3]
+            raise IndexError(f"Rigid: index {index!r} does not fit the batch shape {list(self.shape)} ({e})") from None
 
     def __len__(self) -> int:
         if len(self.shape) == 0:
@@ -313,6 +351,7 @@ class Rigid:
     @staticmethod
     def cat(rigids: Sequence["Rigid"], dim: int = 0) -> "Rigid":
         """Concatenate along an existing batch dimension ``dim``."""
+        _check_rigids("Rigid.cat", rigids)
         nb = len(rigids[0].shape)
         d = dim + nb if dim < 0 else dim
         if not 0 <= d < nb:
@@ -323,12 +362,34 @@ class Rigid:
     @staticmethod
     def stack(rigids: Sequence["Rigid"], dim: int = 0) -> "Rigid":
         """Stack along a new batch dimension ``dim``."""
+        _check_rigids("Rigid.stack", rigids)
+        if any(r.shape != rigids[0].shape for r in rigids):
+            raise ValueError(f"Rigid.stack: rigids must share one batch shape, got "
+                             f"{[list(r.shape) for r in rigids]}")
         nb = len(rigids[0].shape)
         d = dim + nb + 1 if dim < 0 else dim
         if not 0 <= d <= nb:
             raise ValueError(f"Rigid.stack: dim {dim} out of range for batch shape {list(rigids[0].shape)}")
         return Rigid(torch.stack([r._rotations for r in rigids], dim=d),
                      torch.stack([r._translations for r in rigids], dim=d), validate=False)
+
+
+def _broadcast(where: str, name: str, shape: torch.Size, other: torch.Size) -> None:
+    """ValueError naming ``name`` unless the batch shapes ``shape`` (the frames') and ``other`` broadcast."""
+    try:
+        torch.broadcast_shapes(shape, other)
+    except RuntimeError:
+        raise ValueError(f"{where}: the batch shape of {name} {list(other)} does not broadcast with the frames' "
+                         f"batch shape {list(shape)} (for P points per frame use T[..., None])") from None
+
+
+def _check_rigids(where: str, rigids) -> None:
+    """TypeError unless ``rigids`` is a non-empty sequence of :class:`Rigid` of one dtype and device."""
+    if isinstance(rigids, Rigid) or not rigids or not all(isinstance(r, Rigid) for r in rigids):
+        raise TypeError(f"{where}: rigids must be a non-empty sequence of Rigid, got {rigids!r}")
+    if any(r.dtype != rigids[0].dtype or r.device != rigids[0].device for r in rigids):
+        raise TypeError(f"{where}: rigids must share one dtype and device, got "
+                        f"{[(str(r.dtype), str(r.device)) for r in rigids]}")
 
 
 def _rotate(rotations: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

@@ -246,3 +246,203 @@ def test_no_host_synchronisation_on_cuda():
     assert torch.equal(y.cpu(), spherical_harmonics([0, 1, 2, 3], x.cpu()))
     assert torch.equal(g[3].cpu(), torch.zeros(3, dtype=F64))
     assert (D.cpu() - wigner_D(2, R.cpu())).abs().max() < 1e-12
+
+
+# ============================================================================= the new API (issues 11-13)
+# Each case below names the argument in its message.  The ones marked "fixed" raised a cryptic
+# error (einsum/IndexError/AttributeError/NotImplementedError) or returned silently before the
+# audit of this section; the others pin the behaviour the book's table promises.
+from minequi.forces import energy_forces_stress  # noqa: E402
+from minequi.graph import scatter_softmax  # noqa: E402
+from minequi.ipa import InvariantPointAttention  # noqa: E402
+from minequi.neighbor_list import batched_neighbor_list, neighbor_list  # noqa: E402
+from minequi.rigid import Rigid  # noqa: E402
+
+
+def _frames(n=4, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return Rigid(rand_rotation(n, generator=g), torch.randn(n, 3, generator=g, dtype=F64))
+
+
+def _ipa():
+    torch.manual_seed(0)
+    return InvariantPointAttention(8, 4, 6, 2, 3, 2, zero_init_out=False).double()
+
+
+def _ipa_inputs(n=5):
+    g = torch.Generator().manual_seed(3)
+    return (torch.randn(n, 8, generator=g, dtype=F64), torch.randn(n, n, 4, generator=g, dtype=F64),
+            _frames(n, seed=4))
+
+
+_POS = 3 * torch.rand(6, 3, dtype=F64, generator=torch.Generator().manual_seed(5))
+_CELL = 3 * torch.eye(3, dtype=F64)
+
+
+def _sq(p, c):
+    return (p ** 2).sum()
+
+
+_NEW_API_BAD = [
+    # Rigid
+    ("Rigid rotations [4, 3]", lambda: Rigid(_frames().rotations[:, 0], _frames().translations),
+     ValueError, r"rotations must have shape \[\.\.\., 3, 3\]"),
+    ("Rigid reflection", lambda: Rigid(-_frames().rotations, _frames().translations),
+     ValueError, r"rotations must be proper rotations \(det = \+1\)"),
+    ("Rigid float32 and float64", lambda: Rigid(_frames().rotations, _frames().translations.float()),
+     TypeError, r"rotations and translations must share one floating dtype"),
+    ("Rigid NaN translation (fixed)", lambda: Rigid(_frames().rotations, torch.full((4, 3), math.nan, dtype=F64)),
+     ValueError, r"translations must be finite"),
+    ("Rigid inf translation (fixed)", lambda: Rigid(torch.eye(3, dtype=F64), torch.tensor([0, math.inf, 0], dtype=F64)),
+     ValueError, r"translations must be finite"),
+    ("Rigid.apply points [4, 2] (fixed)", lambda: _frames().apply(torch.zeros(4, 2, dtype=F64)),
+     ValueError, r"Rigid.apply: points must have shape \[\.\.\., 3\]"),
+    ("Rigid.apply batch [5] vs [4] (fixed)", lambda: _frames().apply(torch.zeros(5, 3, dtype=F64)),
+     ValueError, r"Rigid.apply: the batch shape of points \[5\] does not broadcast with the frames' batch shape \[4\]"),
+    ("Rigid.apply float32 points (fixed)", lambda: _frames().apply(torch.zeros(4, 3)),
+     TypeError, r"Rigid.apply: points are torch.float32 .* frames are torch.float64"),
+    ("Rigid.invert_apply int points (fixed)", lambda: _frames().invert_apply(torch.zeros(4, 3, dtype=torch.long)),
+     TypeError, r"Rigid.invert_apply: points are torch.int64"),
+    ("Rigid.compose shapes [4] and [3] (fixed)", lambda: _frames().compose(_frames(3)),
+     ValueError, r"Rigid.compose: the batch shape of other \[3\] does not broadcast"),
+    ("Rigid.compose dtypes (fixed)", lambda: _frames().compose(_frames().to(torch.float32)),
+     TypeError, r"Rigid.compose: other is torch.float32"),
+    ("Rigid.cat [] (fixed)", lambda: Rigid.cat([]), TypeError, r"Rigid.cat: rigids must be a non-empty sequence"),
+    ("Rigid.cat a tensor (fixed)", lambda: Rigid.cat([_frames(), torch.eye(3)]),
+     TypeError, r"Rigid.cat: rigids must be a non-empty sequence of Rigid"),
+    ("Rigid.cat float64 + float32 (fixed: was promoted)", lambda: Rigid.cat([_frames(), _frames().to(torch.float32)]),
+     TypeError, r"Rigid.cat: rigids must share one dtype"),
+    ("Rigid.stack shapes [4], [2] (fixed)", lambda: Rigid.stack([_frames(), _frames()[:2]]),
+     ValueError, r"Rigid.stack: rigids must share one batch shape"),
+    ("Rigid.identity((-1,)) (fixed)", lambda: Rigid.identity((-1,)), ValueError, r"Rigid.identity: shape must be"),
+    ("Rigid[7] of batch shape [4] (fixed message)", lambda: _frames()[7], IndexError, r"batch shape \[4\]"),
+    ("from_3_points NaN (fixed message)", lambda: Rigid.from_3_points(
+        torch.tensor([math.nan, 0, 0]), torch.zeros(3), torch.tensor([0.0, 1, 0])), ValueError, r"must be finite"),
+    ("from_3_points float64 + float32 (fixed)", lambda: Rigid.from_3_points(
+        torch.tensor([-1.0, 0, 0], dtype=F64), torch.zeros(3), torch.tensor([0.0, 1, 0])),
+     TypeError, r"p_neg_x_axis is torch.float64 .* origin is torch.float32"),
+    ("from_3_points collinear", lambda: Rigid.from_3_points(
+        torch.tensor([-1.0, 0, 0]), torch.zeros(3), torch.tensor([2.0, 0, 0])), ValueError, r"p_xy_plane lies on the line"),
+    # InvariantPointAttention
+    ("IPA inf < 0 (fixed)", lambda: InvariantPointAttention(8, 4, 6, 2, 3, 2, inf=-1e5),
+     ValueError, r"inf must be a positive finite number"),
+    ("IPA eps < 0 (fixed)", lambda: InvariantPointAttention(8, 4, 6, 2, 3, 2, eps=-1.0),
+     ValueError, r"eps must be a non-negative finite number"),
+    ("IPA c_s = 0", lambda: InvariantPointAttention(0, 4, 6, 2, 3, 2), ValueError, r"c_s must be a positive int"),
+    ("IPA z [N, N-1, c_z]", lambda: _ipa()(_ipa_inputs()[0], _ipa_inputs()[1][:, :4], _ipa_inputs()[2]),
+     ValueError, r"z must have shape \[\.\.\., N, N, c_z\] = \[5, 5, 4\]"),
+    ("IPA frames [4] for N = 5", lambda: _ipa()(*_ipa_inputs()[:2], _ipa_inputs()[2][:4]),
+     ValueError, r"frames must have batch shape \[\.\.\., N\] = \[5\]"),
+    ("IPA mask [N + 1]", lambda: _ipa()(*_ipa_inputs(), torch.ones(6, dtype=torch.bool)),
+     ValueError, r"mask must be a \[\.\.\., N\] = \[5\] tensor"),
+    ("IPA int mask", lambda: _ipa()(*_ipa_inputs(), torch.ones(5, dtype=torch.long)),
+     TypeError, r"mask must be bool or floating"),
+    ("IPA float32 z, float64 module", lambda: _ipa()(_ipa_inputs()[0], _ipa_inputs()[1].float(), _ipa_inputs()[2]),
+     TypeError, r"z is torch.float32 .* parameters are torch.float64"),
+    # neighbor_list, batched_neighbor_list
+    ("neighbor_list cutoff < 0", lambda: neighbor_list(_POS, -1.0), ValueError, r"cutoff must be a positive finite"),
+    ("neighbor_list NaN pos", lambda: neighbor_list(torch.full((2, 3), math.nan, dtype=F64), 1.0),
+     ValueError, r"pos must be finite"),
+    ("neighbor_list singular cell", lambda: neighbor_list(_POS, 1.0, torch.tensor(
+        [[1.0, 0, 0], [2.0, 0, 0], [0, 0, 1]], dtype=F64), pbc=True), ValueError, r"cell is singular"),
+    ("neighbor_list pbc [2]", lambda: neighbor_list(_POS, 1.0, _CELL, pbc=[True, True]),
+     ValueError, r"pbc must have shape \[3\]"),
+    ("neighbor_list pbc [2, 1, 1]", lambda: neighbor_list(_POS, 1.0, _CELL, pbc=[2, 1, 1]),
+     TypeError, r"pbc must be a bool or booleans"),
+    ("neighbor_list pbc without cell", lambda: neighbor_list(_POS, 1.0, pbc=True), ValueError, r"needs a cell"),
+    ("batched_neighbor_list batch >= G", lambda: batched_neighbor_list(
+        _POS, 1.0, _CELL[None], batch=torch.tensor([0, 0, 0, 1, 1, 1])), ValueError, r"batch has index 1 .* G = 1"),
+    ("batched_neighbor_list cell [3, 3]", lambda: batched_neighbor_list(_POS, 1.0, _CELL),
+     ValueError, r"cell must have shape \[G, 3, 3\]"),
+    # energy_forces_stress
+    ("efs pbc [2] (fixed: was accepted)", lambda: energy_forces_stress(_sq, _POS, _CELL, pbc=[True, True]),
+     ValueError, r"pbc must be a bool or have shape \[3\]"),
+    ("efs pbc 'yes' (fixed message)", lambda: energy_forces_stress(_sq, _POS, _CELL, pbc="yes"),
+     TypeError, r"pbc must be a bool"),
+    ("efs batch >= G (fixed)", lambda: energy_forces_stress(
+        lambda p, c: p.sum(1)[:2], _POS, _CELL.expand(2, 3, 3), batch=torch.tensor([0, 0, 0, 2, 2, 2])),
+     ValueError, r"batch holds structure index 2 but cell \[G, 3, 3\] has only G = 2"),
+    ("efs [3, 3] cell with batch", lambda: energy_forces_stress(
+        lambda p, c: p.sum()[None], _POS, _CELL, batch=torch.zeros(6, dtype=torch.long)),
+     ValueError, r"cell must have shape \[G, 3, 3\]"),
+    ("efs vector energy without batch", lambda: energy_forces_stress(lambda p, c: p.sum(1), _POS),
+     ValueError, r"energy_fn must return a scalar energy"),
+    ("efs singular cell with stress", lambda: energy_forces_stress(
+        _sq, _POS, torch.zeros(3, 3, dtype=F64), compute_stress=True), ValueError, r"non-singular cell"),
+    # scatter_softmax
+    ("scatter_softmax float index", lambda: scatter_softmax(torch.zeros(3), torch.zeros(3), 1),
+     TypeError, r"index must be an integer tensor"),
+    ("scatter_softmax index [E, 1]", lambda: scatter_softmax(torch.zeros(3), torch.zeros(3, 1, dtype=torch.long), 1),
+     ValueError, r"index must have shape \[E\] = \[3\]"),
+]
+
+
+@pytest.mark.parametrize("call, error, match", [c[1:] for c in _NEW_API_BAD], ids=[c[0] for c in _NEW_API_BAD])
+def test_new_api_bad_input_names_the_argument(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_rigid_half_precision_is_validated_in_float32():
+    """float16 frames used to fail with 'lu_cpu not implemented for Half' in the check."""
+    R, t = _frames().rotations, _frames().translations
+    for dtype in (torch.float16, torch.bfloat16):
+        T = Rigid(R.to(dtype), t.to(dtype))  # passes: rounding is far below sqrt(eps) of the dtype
+        assert T.dtype == dtype
+        with pytest.raises(ValueError, match=r"orthogonal .*\(the tolerance of " + str(dtype)):
+            Rigid((1.3 * R).to(dtype), t.to(dtype))
+        with pytest.raises(ValueError, match=r"det = \+1"):
+            Rigid((-R).to(dtype), t.to(dtype))
+
+
+def test_ipa_float_mask_reads_nonzero_as_present():
+    """A float mask is 0 = absent, nonzero = present.  The old bias (mask - 1) * inf turned a
+    mask value of 2 into +1e5 on that key's logit (all attention on it); 0/1 masks are unchanged."""
+    ipa, (s, z, frames) = _ipa(), _ipa_inputs()
+    ref = ipa(s, z, frames)
+    mask01 = torch.tensor([1.0, 1, 0, 1, 1], dtype=F64)
+    assert torch.equal(ipa(s, z, frames, mask01), ipa(s, z, frames, mask01.bool()))
+    odd = torch.tensor([1.0, 2.0, 1.0, 0.5, 1.0], dtype=F64)  # all present
+    err = float((ipa(s, z, frames, odd) - ref).detach().abs().max())
+    print(f"float mask with values 2 and 0.5 vs no mask: {err:.1e}")
+    assert err < 1e-12
+    # negative control: the old formula gives key 1 a +1e5 logit and changes the output
+    q = torch.randn(5, 5, dtype=F64)
+    old = torch.softmax(q + ((odd - 1.0) * ipa.inf)[None, :], dim=-1)
+    assert float((old - torch.softmax(q, dim=-1)).abs().max()) > 0.5
+
+
+def test_neighbor_list_zero_dim_pbc_is_a_bool():
+    """numpy.bool_(True) or torch.tensor(True) as pbc used to fail 'pbc must have shape [3], got []'."""
+    import numpy as np
+
+    ref = neighbor_list(_POS, 2.5, _CELL, pbc=True)  # 68 edges (26 without the images)
+    for flag in (np.bool_(True), torch.tensor(True)):
+        out = neighbor_list(_POS, 2.5, _CELL, pbc=flag)
+        assert torch.equal(out[0], ref[0]) and torch.equal(out[1], ref[1])
+    free = neighbor_list(_POS, 2.5, _CELL, pbc=False)
+    assert torch.equal(neighbor_list(_POS, 2.5, _CELL, pbc=np.bool_(False))[0], free[0])
+    assert free[0].shape[1] < ref[0].shape[1]
+
+
+@pytest.mark.parametrize("what", ["ipa N=0", "ipa batch 0", "neighbor_list N=0", "batched N=0",
+                                  "forces N=0 with stress", "scatter_softmax E=0"])
+def test_new_api_empty_inputs(what):
+    if what == "ipa N=0":
+        s, z, fr = _ipa_inputs()
+        assert _ipa()(s[:0], z[:0, :0], fr[:0]).shape == (0, 8)
+    elif what == "ipa batch 0":
+        s, z, fr = _ipa_inputs()
+        frames = Rigid(fr.rotations.expand(0, 5, 3, 3), fr.translations.expand(0, 5, 3))
+        assert _ipa()(s.expand(0, 5, 8), z.expand(0, 5, 5, 4), frames).shape == (0, 5, 8)
+    elif what == "neighbor_list N=0":
+        ei, S = neighbor_list(_POS[:0], 1.0, _CELL, pbc=True)
+        assert ei.shape == (2, 0) and S.shape == (0, 3) and S.dtype == F64
+    elif what == "batched N=0":
+        ei, S = batched_neighbor_list(_POS[:0], 1.0, _CELL.expand(2, 3, 3), batch=torch.zeros(0, dtype=torch.long))
+        assert ei.shape == (2, 0) and S.shape == (0, 3)
+    elif what == "forces N=0 with stress":
+        E, F, sigma = energy_forces_stress(lambda p, c: p.sum() + 0.0 * c.sum(), _POS[:0], _CELL)
+        assert F.shape == (0, 3) and torch.equal(sigma, torch.zeros(3, 3, dtype=F64))
+    else:
+        assert scatter_softmax(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), 3).shape == (0, 2)
