@@ -176,7 +176,7 @@ class Rigid:
         >>> Rigid.identity((3,)).apply(torch.ones(3, 3)).tolist()
         [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
         """
-        shape = tuple(shape)
+        shape = (shape,) if isinstance(shape, int) and not isinstance(shape, bool) else tuple(shape)
         if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
             raise ValueError(f"Rigid.identity: shape must be a sequence of non-negative ints, got {shape!r}")
         eye = torch.eye(3, dtype=dtype, device=device)  # [3, 3]

@@ -315,6 +315,7 @@ _NEW_API_BAD = [
     ("Rigid.stack shapes [4], [2] (fixed)", lambda: Rigid.stack([_frames(), _frames()[:2]]),
      ValueError, r"Rigid.stack: rigids must share one batch shape"),
     ("Rigid.identity((-1,)) (fixed)", lambda: Rigid.identity((-1,)), ValueError, r"Rigid.identity: shape must be"),
+    ("Rigid.identity((2.0,)) (fixed)", lambda: Rigid.identity((2.0,)), ValueError, r"Rigid.identity: shape must be"),
     ("Rigid[7] of batch shape [4] (fixed message)", lambda: _frames()[7], IndexError, r"batch shape \[4\]"),
     ("from_3_points NaN (fixed message)", lambda: Rigid.from_3_points(
         torch.tensor([math.nan, 0, 0]), torch.zeros(3), torch.tensor([0.0, 1, 0])), ValueError, r"must be finite"),
@@ -393,6 +394,13 @@ def test_rigid_half_precision_is_validated_in_float32():
             Rigid((1.3 * R).to(dtype), t.to(dtype))
         with pytest.raises(ValueError, match=r"det = \+1"):
             Rigid((-R).to(dtype), t.to(dtype))
+
+
+def test_rigid_identity_of_an_int_shape():
+    """Rigid.identity(5) used to fail with "'int' object is not iterable"; it is Rigid.identity((5,))."""
+    T = Rigid.identity(5, dtype=F64)
+    assert T.shape == (5,) and torch.equal(T.rotations, torch.eye(3, dtype=F64).expand(5, 3, 3))
+    assert Rigid.identity((), dtype=F64).shape == ()
 
 
 def test_ipa_float_mask_reads_nonzero_as_present():
