@@ -179,8 +179,8 @@ def max_diff(a: dict, b: dict) -> float:
 # ----------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def reference_run(tmp_path_factory):
-    """The data and one uninterrupted 2-rank run under torchrun (per-rank batch 2, 3 epochs = 9 steps),
-    computed once per session even under pytest-xdist."""
+    """The data, one uninterrupted 2-rank run under torchrun (per-rank batch 2, 3 epochs = 9 steps)
+    and the same training on one process, computed once per session even under pytest-xdist."""
     from filelock import FileLock
 
     base = tmp_path_factory.getbasetemp()
@@ -194,17 +194,18 @@ def reference_run(tmp_path_factory):
             data, val = make_data(shared)
             res = torchrun(common_args(data, val, shared / "ddp", 2) + ["--save-first-grads"])
             assert res.returncode == 0, res.stdout + res.stderr
-            done.write_text(json.dumps({"data": str(data), "val": str(val), "out": str(shared / "ddp")}))
+            # the same training on one process (in this process) with the global batch 2 x 2 = 4
+            args = T.parse_args(common_args(data, val, shared / "single", 4) + ["--save-first-grads"])
+            T.train(args, T.Context())
+            done.write_text(json.dumps({"data": str(data), "val": str(val), "out": str(shared / "ddp"),
+                                        "single": str(shared / "single")}))
         return {k: Path(v) for k, v in json.loads(done.read_text()).items()}
 
 
-@pytest.fixture(scope="module")
-def single_run(reference_run, tmp_path_factory):
-    """The same training on one process (in this process) with the global batch 2 x 2 = 4."""
-    out = tmp_path_factory.mktemp("single")
-    args = T.parse_args(common_args(reference_run["data"], reference_run["val"], out, 4) + ["--save-first-grads"])
-    T.train(args, T.Context())
-    return out
+@pytest.fixture(scope="session")
+def single_run(reference_run):
+    """The output folder of the single-process run (computed with the reference run)."""
+    return reference_run["single"]
 
 
 # ----------------------------------------------------------------------------
