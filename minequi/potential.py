@@ -132,7 +132,10 @@ class InteratomicPotential(nn.Module):
                  radial_hidden: int | Sequence[int] = 16, avg_num_neighbors: float = 10.0,
                  atomic_energies: Sequence[float] | None = None, scale: float = 1.0):
         super().__init__()
-        species = [int(z) for z in species] if not isinstance(species, (str, bytes)) else None
+        if isinstance(species, (str, bytes)) or not all(
+                isinstance(z, (int, np.integer)) and not isinstance(z, bool) for z in species):
+            raise TypeError(f"species must be a list of integer atomic numbers, e.g. [1, 6, 8], got {species!r}")
+        species = [int(z) for z in species]
         if not species or len(set(species)) != len(species) or not all(1 <= z <= _MAX_Z for z in species):
             raise ValueError(f"species must be a non-empty list of distinct atomic numbers in [1, {_MAX_Z}]")
         self.species = species
@@ -250,7 +253,10 @@ class InteratomicPotential(nn.Module):
             pbc = None
             G = int(batch.max()) + 1 if N > 0 else 1
         if pbc is not None:
-            pbc = torch.as_tensor(pbc, dtype=torch.bool, device=pos.device)
+            raw = torch.as_tensor(pbc)
+            if raw.dtype != torch.bool:
+                raise TypeError(f"pbc must hold booleans (True/False per axis), got dtype {raw.dtype}")
+            pbc = raw.to(device=pos.device)
             if pbc.shape == (3,):
                 pbc = pbc[None].expand(G, 3)
             if pbc.shape != (G, 3):

@@ -421,3 +421,17 @@ def test_node_energies_compile_to_one_graph():
     (gc,) = torch.autograd.grad(ec.sum(), vec)
     torch.testing.assert_close(gc, g, atol=1e-13, rtol=0)
     assert math.isfinite(float(e.detach().sum()))
+
+
+def test_species_and_pbc_must_have_the_right_types():
+    # (found by the bad-input audit: [1.5] was truncated to [1]; integer pbc read as True)
+    for bad in ([1.5], ["H"], [True], "CuO"):
+        with pytest.raises(TypeError, match="species must be a list of integer atomic numbers"):
+            InteratomicPotential(bad)
+    m = InteratomicPotential([29], num_layers=1).double()
+    pos = torch.rand(4, 3, dtype=torch.float64) * 3
+    cell = 3.6 * torch.eye(3, dtype=torch.float64)
+    with pytest.raises(TypeError, match="pbc must hold booleans"):
+        m(torch.full((4,), 29), pos, cell, pbc=torch.tensor([2, 1, 1]))
+    out = m(torch.full((4,), 29), pos, cell, pbc=[True, True, True])  # booleans: accepted
+    assert out["energy"].shape == (1,)
