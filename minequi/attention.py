@@ -362,6 +362,9 @@ class SE3Transformer(nn.Module):
             return y
         if num_graphs is None:
             num_graphs = int(batch.max()) + 1 if batch.numel() > 0 else 0  # one host sync
+        elif batch.numel() > 0 and not torch.compiler.is_compiling() and int(batch.max()) >= num_graphs:
+            raise ValueError(f"num_graphs={num_graphs} but batch holds graph index {int(batch.max())}; "
+                             f"num_graphs must exceed batch.max()")
         pooled = scatter_sum(y, batch, num_graphs)  # [num_graphs, irreps_out.dim]
         if self.reduce == "mean":
             count = scatter_sum(torch.ones_like(y[:, :1]), batch, num_graphs)  # [num_graphs, 1]

@@ -198,3 +198,16 @@ def test_compiles_to_one_graph():
     (g,) = torch.autograd.grad(y[:, 0].sum(), pos)  # forces from the invariant output
     (gc,) = torch.autograd.grad(yc[:, 0].sum(), pos)
     torch.testing.assert_close(gc, g, atol=1e-13, rtol=0)
+
+
+def test_num_graphs_smaller_than_the_batch_is_refused():
+    from minequi.attention import SE3Transformer
+
+    pos = torch.randn(3, 3, dtype=torch.float64)
+    edge_index = torch.tensor([[0, 1], [1, 0]])
+    batch = torch.tensor([0, 1, 2])
+    for net in (TensorFieldNetwork("1x0e", "4x0e+2x1o", "1x0e", num_layers=1, lmax=1).double(),
+                SE3Transformer("1x0e", "4x0e+2x1o", "1x0e", num_layers=1, num_heads=2, lmax=1).double()):
+        with pytest.raises(ValueError, match="num_graphs=2 but batch holds graph index 2"):
+            net(torch.ones(3, 1, dtype=torch.float64), pos, edge_index, batch, num_graphs=2)
+        assert net(torch.ones(3, 1, dtype=torch.float64), pos, edge_index, batch, num_graphs=3).shape == (3, 1)
