@@ -162,7 +162,7 @@ def main():
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--lmax", type=int, default=2)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--quick", action="store_true", help="chapter 18's sizes and one seed")
+    p.add_argument("--quick", action="store_true", help="chapter 18's sizes and one seed (overrides the other size flags)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     if args.quick:
