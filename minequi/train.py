@@ -534,6 +534,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> None:
+    """Train from the command line: ``python -m minequi.train --data FILE ...`` (one process) or
+    ``torchrun --nproc_per_node=N -m minequi.train --data FILE ...`` (N processes); ``argv``
+    defaults to ``sys.argv[1:]``.  See the module docstring and ``--help`` for the options."""
     args = parse_args(argv)
     ctx = setup_distributed(args.device)
     try:
