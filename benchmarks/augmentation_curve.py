@@ -20,7 +20,13 @@ the largest |F(Qx) - Q F(x)| over 16 test structures averaged over 16 Haar-rando
     python benchmarks/augmentation_curve.py --steps 5000 --seeds 5 --budgets 0 1 4 16 64 256
     python benchmarks/augmentation_curve.py --quick                 # chapter-18 sizes, one seed
 
-``--json FILE`` also writes the numbers.
+``--json FILE`` also writes the numbers. ``benchmarks/augmentation_curve.json`` holds one CPU run
+(one thread, 2-core machine under load, 13 min; its flags are in ``args``): 300 training and 300
+test structures, MLP 2 x 128 for 800 steps, the chapter's potential for 150 steps, two seeds.
+Rotated-test force MAE (meV/A): MLP K = 0: 790, K = 1: 173, K = 4: 166, K = 16: 163, K = 64: 163
+(upright 126 -> 160 as K grows); equivariant 48 with K = 0 and K = 16; equivariance error
+3.3 -> 0.26 eV/A for the MLP, 9e-15 for the potential; learning curves (MLP K = 64 / equivariant)
+n = 10: 178 / 51, 30: 167 / 52, 100: 163 / 47, 300: 163 / 48.
 """
 from __future__ import annotations
 
