@@ -141,36 +141,39 @@ def energy_forces_stress(
     if compute_stress and cell is None:
         raise ValueError("compute_stress=True needs a cell [3, 3] (or [G, 3, 3] with batch), got cell=None")
 
-    u = torch.zeros_like(pos, requires_grad=True)  # [N, 3] zero displacement (a fresh leaf)
-    x = pos + u  # [N, 3]
-    inputs = [u]
-    cell_in = cell
-    if compute_stress:
-        cells = cell if batched else cell[None]  # [G, 3, 3]
-        eps = torch.zeros_like(cells, requires_grad=True)  # [G, 3, 3]
-        sym = 0.5 * (eps + eps.transpose(-1, -2))  # [G, 3, 3]
-        per_atom = sym[batch] if batched else sym[0].expand(N, 3, 3)  # [N, 3, 3]
-        x = x + torch.einsum("na,nab->nb", x, per_atom)  # [N, 3]  x (I + eps)
-        cells = cells + cells @ sym  # [G, 3, 3]  C (I + eps)
-        cell_in = cells if batched else cells[0]
-        inputs.append(eps)
+    # forces are gradients, also when the caller runs under torch.no_grad() (evaluation, MD):
+    # without this the energy would not require grad and the forces would silently be zero
+    with torch.enable_grad():
+        u = torch.zeros_like(pos, requires_grad=True)  # [N, 3] zero displacement (a fresh leaf)
+        x = pos + u  # [N, 3]
+        inputs = [u]
+        cell_in = cell
+        if compute_stress:
+            cells = cell if batched else cell[None]  # [G, 3, 3]
+            eps = torch.zeros_like(cells, requires_grad=True)  # [G, 3, 3]
+            sym = 0.5 * (eps + eps.transpose(-1, -2))  # [G, 3, 3]
+            per_atom = sym[batch] if batched else sym[0].expand(N, 3, 3)  # [N, 3, 3]
+            x = x + torch.einsum("na,nab->nb", x, per_atom)  # [N, 3]  x (I + eps)
+            cells = cells + cells @ sym  # [G, 3, 3]  C (I + eps)
+            cell_in = cells if batched else cells[0]
+            inputs.append(eps)
 
-    energy = energy_fn(x, cell_in)
-    if not torch.is_tensor(energy):
-        raise TypeError(f"energy_fn must return a tensor, got {type(energy).__name__}")
-    if not batched and energy.dim() != 0:
-        raise ValueError(f"energy_fn must return a scalar energy [] without batch, got shape {list(energy.shape)}")
-    if batched and (energy.dim() != 1 or (G is not None and energy.shape[0] != G)):
-        want = f"[G] = [{G}]" if G is not None else "[G]"
-        raise ValueError(f"energy_fn must return energies {want} with batch, got shape {list(energy.shape)}")
-    if not energy.requires_grad:
-        # an energy that does not depend on pos at all: zero forces and stress
-        grads = [torch.zeros_like(t) for t in inputs]
-    else:
-        grads = torch.autograd.grad(
-            energy.sum(), inputs, create_graph=create_graph, retain_graph=create_graph, allow_unused=True
-        )
-        grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs)]
+        energy = energy_fn(x, cell_in)
+        if not torch.is_tensor(energy):
+            raise TypeError(f"energy_fn must return a tensor, got {type(energy).__name__}")
+        if not batched and energy.dim() != 0:
+            raise ValueError(f"energy_fn must return a scalar energy [] without batch, got shape {list(energy.shape)}")
+        if batched and (energy.dim() != 1 or (G is not None and energy.shape[0] != G)):
+            want = f"[G] = [{G}]" if G is not None else "[G]"
+            raise ValueError(f"energy_fn must return energies {want} with batch, got shape {list(energy.shape)}")
+        if not energy.requires_grad:
+            # an energy that does not depend on pos at all: zero forces and stress
+            grads = [torch.zeros_like(t) for t in inputs]
+        else:
+            grads = torch.autograd.grad(
+                energy.sum(), inputs, create_graph=create_graph, retain_graph=create_graph, allow_unused=True
+            )
+            grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs)]
     forces = -grads[0]  # [N, 3]
     stress = None
     if compute_stress:

@@ -293,3 +293,22 @@ def test_ase_stress_convention_is_the_strain_derivative():
     assert err < 1e-8
     assert np.trace(sigma) < 0  # compressed: negative (compressive) stress, positive pressure
     assert np.abs(-fd - sigma).max() > 1e-3  # negative control: VASP's sign is the opposite
+
+
+def test_forces_are_computed_under_no_grad():
+    # (found in chapter 17: under torch.no_grad() the energy did not require grad and the
+    # forces came back as zeros without an error)
+    from minequi.forces import energy_forces_stress
+
+    pos = torch.randn(5, 3, dtype=torch.float64)
+
+    def energy(p, cell):
+        d = p[:, None] - p[None]  # [N, N, 3]
+        return 0.5 * (d.square().sum(-1) + 1.0).log().sum()
+
+    e, f, _ = energy_forces_stress(energy, pos)
+    with torch.no_grad():
+        e0, f0, _ = energy_forces_stress(energy, pos)
+    assert f.abs().max() > 0.1
+    assert torch.equal(f0, f) and torch.equal(e0, e)
+    assert not f0.requires_grad
