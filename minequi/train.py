@@ -182,6 +182,11 @@ def load_structures(path) -> list:
     structures = read_extxyz(path)
     if len(structures) == 0:
         raise ValueError(f"{path}: no structures")
+    labelled = [a for a in structures
+                if a.calc is not None and ("energy" in a.calc.results or "forces" in a.calc.results)]
+    if not labelled:
+        raise ValueError(f"{path}: no structure has an energy or force label (nothing to train on); write the "
+                         f"data with minequi.physics_data.write_extxyz after a calculation")
     return structures
 
 

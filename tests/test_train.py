@@ -370,3 +370,14 @@ def test_bad_arguments():
         T.setup_distributed("tpu")
     with pytest.raises(ValueError, match="--model"):
         T._factory("not_a_spec")
+
+
+def test_a_data_file_without_labels_is_refused(tmp_path):
+    # (found by the bad-input audit: it "trained" with loss 0 and exited 0)
+    import ase.io
+    from ase.build import bulk
+
+    path = tmp_path / "unlabelled.extxyz"
+    ase.io.write(path, [bulk("Cu", "fcc", a=3.6, cubic=True)])
+    with pytest.raises(ValueError, match="no structure has an energy or force label"):
+        T.load_structures(path)
