@@ -68,7 +68,7 @@ import torch
 from torch import nn
 
 from .gate import Gate
-from .graph import check_batch, check_edge_index, check_pos, scatter_softmax, scatter_sum
+from .graph import check_batch, check_edge_index, check_pos, pool_graphs, scatter_softmax, scatter_sum
 from .irreps import Irrep, Irreps
 from .linear import Linear
 from .point_conv import PointConv, edge_messages, normalize2mom, uvu_instructions
@@ -360,13 +360,4 @@ class SE3Transformer(nn.Module):
         y = self.readout(x)  # [N, irreps_out.dim]
         if batch is None:
             return y
-        if num_graphs is None:
-            num_graphs = int(batch.max()) + 1 if batch.numel() > 0 else 0  # one host sync
-        elif batch.numel() > 0 and not torch.compiler.is_compiling() and int(batch.max()) >= num_graphs:
-            raise ValueError(f"num_graphs={num_graphs} but batch holds graph index {int(batch.max())}; "
-                             f"num_graphs must exceed batch.max()")
-        pooled = scatter_sum(y, batch, num_graphs)  # [num_graphs, irreps_out.dim]
-        if self.reduce == "mean":
-            count = scatter_sum(torch.ones_like(y[:, :1]), batch, num_graphs)  # [num_graphs, 1]
-            pooled = pooled / count.clamp(min=1)
-        return pooled
+        return pool_graphs(y, batch, num_graphs, self.reduce)  # [num_graphs, irreps_out.dim]
