@@ -68,10 +68,10 @@ import torch
 from torch import nn
 
 from .gate import Gate
-from .graph import check_batch, check_edge_index, check_pos, pool_graphs, scatter_softmax, scatter_sum
+from .graph import check_batch, check_pos, pool_graphs, scatter_softmax, scatter_sum
 from .irreps import Irrep, Irreps
 from .linear import Linear
-from .point_conv import PointConv, edge_messages, normalize2mom, uvu_instructions
+from .point_conv import PointConv, check_graph_inputs, edge_messages, normalize2mom, uvu_instructions
 
 __all__ = ["EquivariantAttention", "SE3Transformer"]
 
@@ -213,31 +213,10 @@ class EquivariantAttention(nn.Module):
         return (f"{self.irreps_in} -> {self.irreps_out}, key {self.irreps_key}, value {self.irreps_value}, "
                 f"num_heads={self.num_heads}, smooth_cutoff={self.smooth_cutoff}")
 
-    def _check(self, x, pos, edge_index, edge_vec):
-        check_pos(pos)
-        N = pos.shape[0]
-        self.irreps_in.check_features(x, "x", "irreps_in")
-        if x.dim() != 2 or x.shape[0] != N:
-            raise ValueError(f"x must have shape [N, {self.irreps_in.dim}] with N = pos.shape[0] = {N}, "
-                             f"got {tuple(x.shape)}")
-        check_edge_index(edge_index, N)
-        w = self.lin_in.weight
-        if not x.dtype == pos.dtype == w.dtype or not x.device == pos.device == w.device:
-            raise TypeError(
-                f"EquivariantAttention: x is {x.dtype} on {x.device}, pos is {pos.dtype} on {pos.device} and the "
-                f"parameters are {w.dtype} on {w.device}; a module's parameters must match its input (use .to(...))")
-        E = edge_index.shape[1]
-        if edge_vec is None:
-            return pos[edge_index[0]] - pos[edge_index[1]]  # [E, 3]  r_ij = pos_j - pos_i
-        if not isinstance(edge_vec, torch.Tensor) or edge_vec.shape != (E, 3) \
-                or edge_vec.dtype != pos.dtype or edge_vec.device != pos.device:
-            raise ValueError(f"edge_vec must be a [E, 3] = [{E}, 3] tensor of pos's dtype and device, "
-                             f"got {getattr(edge_vec, 'shape', type(edge_vec).__name__)}")
-        return edge_vec
-
     def _attend(self, x, pos, edge_index, edge_vec):
         """``(alpha [E, H], xv [N, dv], edge_sh [E, sh_dim])``: the attention weights and the values' inputs."""
-        edge_vec = self._check(x, pos, edge_index, edge_vec)  # [E, 3]
+        edge_vec = check_graph_inputs("EquivariantAttention", self.irreps_in, self.lin_in.weight, x, pos,
+                                      edge_index, edge_vec)  # [E, 3]
         N, dst = pos.shape[0], edge_index[1]  # messages flow j = edge_index[0] -> i = edge_index[1]
         q, xk, xv = self.lin_in(x).split(self._split, dim=1)  # [N, dk], [N, dk], [N, dv]
         edge_sh, w_k = self.key_conv.edge_embedding(edge_vec)  # [E, sh_dim], [E, weight_numel_k]

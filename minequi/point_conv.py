@@ -221,6 +221,33 @@ def _irreps_sh(irreps_sh):
     return irreps_sh
 
 
+def check_graph_inputs(name: str, irreps_in, param: torch.Tensor, x, pos, edge_index, edge_vec=None):
+    """The input checks of a point-cloud layer (``PointConv``, ``EquivariantAttention``); returns ``edge_vec [E, 3]``.
+
+    ``x [N, irreps_in.dim]`` and ``pos [N, 3]`` must agree on ``N`` and, with ``param`` (one of the
+    module's parameters), on dtype and device; ``edge_index [2, E]`` must index ``N`` nodes;
+    ``edge_vec`` defaults to :math:`r_{ij}` = ``pos[j] - pos[i]`` and is checked to be ``[E, 3]`` otherwise.
+    """
+    check_pos(pos)
+    N = pos.shape[0]
+    irreps_in.check_features(x, "x", "irreps_in")
+    if x.dim() != 2 or x.shape[0] != N:
+        raise ValueError(f"x must have shape [N, {irreps_in.dim}] with N = pos.shape[0] = {N}, got {tuple(x.shape)}")
+    check_edge_index(edge_index, N)
+    if not x.dtype == pos.dtype == param.dtype or not x.device == pos.device == param.device:
+        raise TypeError(
+            f"{name}: x is {x.dtype} on {x.device}, pos is {pos.dtype} on {pos.device} and the parameters "
+            f"are {param.dtype} on {param.device}; a module's parameters must match its input (use .to(...) on one)")
+    E = edge_index.shape[1]
+    if edge_vec is None:
+        return pos[edge_index[0]] - pos[edge_index[1]]  # [E, 3]  r_ij = pos_j - pos_i (messages flow j -> i)
+    if not isinstance(edge_vec, torch.Tensor) or edge_vec.shape != (E, 3) \
+            or edge_vec.dtype != pos.dtype or edge_vec.device != pos.device:
+        raise ValueError(f"edge_vec must be a [E, 3] = [{E}, 3] tensor of pos's dtype and device, "
+                         f"got {getattr(edge_vec, 'shape', type(edge_vec).__name__)}")
+    return edge_vec
+
+
 class PointConv(nn.Module):
     r"""Tensor-field-network point convolution (depthwise ``"uvu"`` tensor product, fused).
 
@@ -304,26 +331,8 @@ class PointConv(nn.Module):
         """``edge_vec [E, 3]``, optional: the edge vectors :math:`r_{ij}` when they are not
         ``pos[j] - pos[i]``, e.g. ``pos[j] - pos[i] + shifts @ cell`` across periodic
         boundaries (:func:`~minequi.neighbor_list`); ``pos`` then only sets ``N``, dtype and device."""
-        check_pos(pos)
-        N = pos.shape[0]
-        self.irreps_in.check_features(x, "x", "irreps_in")
-        if x.dim() != 2 or x.shape[0] != N:
-            raise ValueError(f"x must have shape [N, {self.irreps_in.dim}] with N = pos.shape[0] = {N}, "
-                             f"got {tuple(x.shape)}")
-        check_edge_index(edge_index, N)
-        w = self.radial.weights[0]
-        if not x.dtype == pos.dtype == w.dtype or not x.device == pos.device == w.device:
-            raise TypeError(
-                f"PointConv: x is {x.dtype} on {x.device}, pos is {pos.dtype} on {pos.device} and the parameters "
-                f"are {w.dtype} on {w.device}; a module's parameters must match its input (use .to(...) on one)")
-
-        src, dst = edge_index[0], edge_index[1]  # [E], [E]  messages flow src (j) -> dst (i)
-        if edge_vec is None:
-            edge_vec = pos[src] - pos[dst]  # [E, 3]  r_ij = pos_j - pos_i
-        elif not isinstance(edge_vec, torch.Tensor) or edge_vec.shape != (src.shape[0], 3) \
-                or edge_vec.dtype != pos.dtype or edge_vec.device != pos.device:
-            raise ValueError(f"edge_vec must be a [E, 3] = [{src.shape[0]}, 3] tensor of pos's dtype and device, "
-                             f"got {getattr(edge_vec, 'shape', type(edge_vec).__name__)}")
+        edge_vec = check_graph_inputs("PointConv", self.irreps_in, self.radial.weights[0], x, pos, edge_index,
+                                      edge_vec)  # [E, 3]
         edge_sh, edge_weight = self.edge_embedding(edge_vec)  # [E, sh_dim], [E, weight_numel]
-        out = point_convolution(self.tp, x, edge_sh, edge_weight, edge_index, N)  # [N, dim_out]
+        out = point_convolution(self.tp, x, edge_sh, edge_weight, edge_index, pos.shape[0])  # [N, dim_out]
         return out / math.sqrt(self.avg_num_neighbors)  # [N, dim_out]
