@@ -58,7 +58,8 @@ Algorithm (a cell list in fractional coordinates, vectorised in torch)
 Cost ``O(N prod(2k_a+1) + P)`` time and memory, ``P`` the number of candidates
 (about ``27 / (2 (4 pi / 3)) ~ 3.2`` times the number of edges at uniform
 density and ``k_a = 1``): linear in ``N`` at fixed density, no ``N x N``
-matrix.  Geometry is done in float64 on a detached copy and the test
+matrix (except in free space with at most ``DENSE_MAX_ATOMS`` atoms, where testing all
+``N^2`` pairs at once is faster and gives the same edges).  Geometry is done in float64 on a detached copy and the test
 ``|r| < r_c`` uses exactly ``pos[j] - pos[i] + S @ cell`` (in float64; a
 float32 caller may see an edge within one rounding of the cutoff, harmless
 with a smooth cutoff); the edges are sorted by ``(i, j, S)`` so the output is
@@ -92,6 +93,8 @@ import torch
 from .graph import check_batch, check_pos
 
 __all__ = ["neighbor_list", "batched_neighbor_list"]
+
+DENSE_MAX_ATOMS = 256  # free space with at most this many atoms (all structures together): all pairs at once
 
 
 # ----------------------------------------------------------------------------
@@ -269,6 +272,8 @@ def _search(pos, cutoff, cell, pbc, batch, self_interaction, batched):
     empty = (torch.zeros(2, 0, dtype=torch.int64, device=device), torch.zeros(0, 3, dtype=dtype, device=device))
     if N == 0:
         return empty
+    if N <= DENSE_MAX_ATOMS and not bool(pbc.any()):
+        return _dense_free(p, batch, cutoff, self_interaction, dtype)
 
     Cinv = torch.linalg.inv(C)  # [G, 3, 3]
     d = 1.0 / Cinv.norm(dim=1)  # [G, 3] distance between the lattice planes of each axis
@@ -339,6 +344,18 @@ def _search(pos, cutoff, cell, pbc, batch, self_interaction, batched):
     perm = _sort_edges(i, j, S, N)  # [E]
     edge_index = torch.stack([j[perm], i[perm]])  # [2, E]
     return edge_index, S[perm].to(dtype)  # [2, E], [E, 3]
+
+
+def _dense_free(p, batch, cutoff, self_interaction, dtype):
+    """Free space and few atoms: test all ``N x N`` pairs at once (``~30x`` faster than the cell list at
+    13 atoms, where a call is dominated by per-operation overhead).  The test is the cell list's exact
+    filter, ``|p_j - p_i|^2 < r_c^2`` in float64, so both give the same edges, in the same ``(i, j)`` order."""
+    vec = p[None, :, :] - p[:, None, :]  # [N (i), N (j), 3]  p_j - p_i
+    keep = (vec.square().sum(dim=-1) < cutoff * cutoff) & (batch[:, None] == batch[None, :])  # [N, N]
+    if not self_interaction:
+        keep.fill_diagonal_(False)  # the zero-length self edge
+    i, j = torch.nonzero(keep, as_tuple=True)  # [E], [E]  row-major: sorted by (i, j)
+    return torch.stack([j, i]), torch.zeros(i.shape[0], 3, dtype=dtype, device=p.device)  # [2, E], [E, 3]
 
 
 def _candidates(atoms, k, b, batch, nb_a, periodic, bin0, key_sorted, order, xs, xw, p, n0, cell64,

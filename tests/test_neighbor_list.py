@@ -314,3 +314,36 @@ def test_many_structures_batched_equals_per_structure():
     assert as_set(ei, S) == ref and len(ref) > 50
     key = list(zip(ei[1].tolist(), ei[0].tolist(), S.long().tolist()))
     assert key == sorted(key)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dense_free_space_path_equals_cell_list(monkeypatch, dtype):
+    """Free space with few atoms takes the all-pairs path: same edges, same order, as the cell list,
+    including pairs within one rounding of the cutoff, batches with shuffled atoms and self edges."""
+    import importlib
+
+    nl = importlib.import_module("minequi.neighbor_list")  # the module (the package exports the function)
+    gen = torch.Generator().manual_seed(11)
+    cutoff = 1.7
+    pos = (torch.randn(60, 3, generator=gen, dtype=torch.float64) * 1.5)
+    d = torch.randn(3, dtype=torch.float64, generator=gen)
+    d = d / d.norm()
+    for k, eps in enumerate([-1e-15, 0.0, 1e-15, -1e-7, 1e-7]):  # pairs at the cutoff, to rounding
+        pos[2 * k + 1] = pos[2 * k] + (cutoff + eps) * d
+    pos = pos.to(dtype)
+    batch = torch.randint(0, 4, (60,), generator=gen)
+    calls = [lambda: nl.neighbor_list(pos, cutoff), lambda: nl.neighbor_list(pos, cutoff, self_interaction=True),
+             lambda: nl.neighbor_list(pos, cutoff, torch.eye(3, dtype=dtype) * 2, pbc=False),
+             lambda: nl.batched_neighbor_list(pos, cutoff, None, None, batch)]
+    dense = [f() for f in calls]
+    monkeypatch.setattr(nl, "DENSE_MAX_ATOMS", 0)  # the cell list
+    cell_list = [f() for f in calls]
+    for (e1, s1), (e2, s2) in zip(dense, cell_list):
+        assert torch.equal(e1, e2) and torch.equal(s1, s2) and s1.dtype == dtype
+    assert dense[0][0].shape[1] > 100
+    assert dense[1][0].shape[1] == dense[0][0].shape[1] + 60
+    # negative control: a filter one part in 1e9 wider finds other edges (the float64 pairs 1e-15 beyond)
+    monkeypatch.setattr(nl, "DENSE_MAX_ATOMS", 256)
+    wider = nl.neighbor_list(pos, cutoff * (1 + 1e-9))[0]
+    if dtype == torch.float64:
+        assert wider.shape[1] > dense[0][0].shape[1]
