@@ -8,7 +8,8 @@ interleaved repeats (benchmarks/timing.py); the ratio column is minequi's time o
 (< 1: minequi faster).  The last lines fit time ~ N^alpha between the smallest and largest
 system for each library (alpha = 1: linear growth).  A last row times a training-style batch
 (``--batch`` rattled 32-atom cells): one ``batched_neighbor_list`` call against the peers called
-once per structure.
+once per structure.  Last, free clusters (Cu13, Cu55, Cu309 icosahedra, no cell), the case of
+chapter 17's molecular dynamics.
 
 minequi receives float64 tensors that already exist (on ``--device``); the peers receive the
 numpy arrays / ase.Atoms they take.  vesin runs with its default thread count.
@@ -89,6 +90,40 @@ def batch_rows(args, names, device, sync):
           " ".join(f"{times[0] / t:>12.2f}" for t in times[1:]))
 
 
+def cluster_rows(args, names, device, sync):
+    """Free clusters (no cell, as in chapter 17's molecular dynamics): Cu13 and Cu55 icosahedra, rattled."""
+    from ase.cluster import Icosahedron
+
+    print("free clusters (no periodic axis; minequi tests all pairs at once up to 256 atoms):")
+    for shells in (2, 3, 5):
+        atoms = Icosahedron("Cu", noshells=shells)
+        atoms.rattle(0.05, seed=0)
+        pos_np = atoms.positions
+        pos = torch.tensor(pos_np, dtype=torch.float64, device=device)
+
+        def run_minequi():
+            out = neighbor_list(pos, CUTOFF)
+            sync()
+            return out
+
+        fns = {"minequi": run_minequi, "ase": lambda: ase_neighbor_list("ijS", atoms, CUTOFF)}
+        if "vesin" in names:
+            nl = vesin.NeighborList(cutoff=CUTOFF, full_list=True)
+            fns["vesin"] = lambda: nl.compute(pos_np, np.zeros((3, 3)), False, quantities="ijS")
+        if "matscipy" in names:  # it needs a cell: a box with vacuum, pbc False (same pairs)
+            boxed = atoms.copy()
+            boxed.center(vacuum=CUTOFF)
+            fns["matscipy"] = lambda: matscipy_neighbour_list("ijS", boxed, CUTOFF)
+        ei, S = run_minequi()
+        ref = as_set(ei[1].cpu().numpy(), ei[0].cpu().numpy(), S.cpu().numpy())
+        for name in names[1:]:
+            if as_set(*fns[name]()) != ref:
+                raise SystemExit(f"{name} disagrees with minequi on the {len(atoms)}-atom cluster")
+        times = median_times([fns[name] for name in names], repeats=max(args.repeats, 20))
+        print(f"{len(atoms):>6} {len(ref):>8} " + " ".join(f"{1e3 * t:>12.3f}" for t in times) + "   " +
+              " ".join(f"{times[0] / t:>12.2f}" for t in times[1:]))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
@@ -144,6 +179,7 @@ def main():
               " ".join(f"{times[0] / t:>12.2f}" for t in times[1:]))
 
     batch_rows(args, names, device, sync)
+    cluster_rows(args, names, device, sync)
 
     if len(natoms) >= 2:
         print("growth with N: time ~ N^alpha between the smallest and largest system; "
