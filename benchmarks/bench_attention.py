@@ -31,8 +31,14 @@ Run:  .venv/bin/python benchmarks/bench_attention.py [--device cpu|cuda] [--repe
 """
 import argparse
 import math
+import os
+import tempfile
 
 import torch
+
+# se3-transformer-pytorch caches its basis in ~/.cache.equivariant_attention unless CACHE_PATH says otherwise:
+# keep this benchmark from writing into the home directory
+os.environ.setdefault("CACHE_PATH", os.path.join(tempfile.gettempdir(), "minequi-bench-se3-transformer-cache"))
 
 from minequi import EquivariantAttention, Irreps
 from timing import median_times  # benchmarks/timing.py
