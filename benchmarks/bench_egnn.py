@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from minequi.egnn import EGNNLayer
-from minequi.graph import radius_graph
+from minequi.graph import complete_graph, radius_graph
 
 try:
     from egnn_pytorch import EGNN as PeerEGNN  # benchmark-only dependency
@@ -64,10 +64,7 @@ def minequi_twin(peer, dim, m_dim, first_linear="split"):
 
 def dense_edges(b, n, device):
     """All (j, i) pairs of each graph, self-pairs included, sorted by target: [2, b n n]."""
-    i = torch.arange(n, device=device).repeat_interleave(n)  # [n n]
-    j = torch.arange(n, device=device).repeat(n)  # [n n]
-    off = (torch.arange(b, device=device) * n).repeat_interleave(n * n)  # [b n n]
-    return torch.stack([j.repeat(b) + off, i.repeat(b) + off])  # [2, b n n]
+    return complete_graph(b * n, torch.arange(b, device=device).repeat_interleave(n), loop=True)  # [2, b n n]
 
 
 def knn_edges(coors, k):

@@ -32,6 +32,7 @@ import time
 import numpy as np
 import torch
 
+import minequi
 from minequi import EGNN, TensorFieldNetwork
 
 PAPER = {"egnn": 0.0071, "tfn": 0.0155, "linear": 0.0819}
@@ -79,10 +80,9 @@ def make_split(num_systems, seed, device, dtype):
 
 # ---------------------------------------------------------------------------------------- models
 def complete_graph(num_systems, n, device, self_loops=False):
-    i, j = torch.meshgrid(torch.arange(n, device=device), torch.arange(n, device=device), indexing="ij")
-    keep = torch.ones(n, n, dtype=torch.bool, device=device) if self_loops else i != j
-    offset = n * torch.arange(num_systems, device=device)[:, None]  # [S, 1]
-    return torch.stack([(j[keep] + offset).reshape(-1), (i[keep] + offset).reshape(-1)])  # [2, E]
+    """edge_index [2, E]: disjoint complete graphs of n particles (row 0 source j, row 1 target i)."""
+    batch = torch.arange(num_systems, device=device).repeat_interleave(n)  # [S n]
+    return minequi.complete_graph(num_systems * n, batch, loop=self_loops)  # [2, E]
 
 
 class Model(torch.nn.Module):

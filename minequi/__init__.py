@@ -17,7 +17,7 @@ from .clebsch_gordan import clebsch_gordan
 from .tensor_product import TensorProduct
 from .linear import Linear
 from .gate import Gate
-from .graph import radius_graph, scatter_sum, scatter_mean, scatter_softmax
+from .graph import complete_graph, radius_graph, scatter_sum, scatter_mean, scatter_softmax
 from .radial import BesselBasis, PolynomialCutoff
 from .egnn import EGNNLayer, EGNN
 from .point_conv import PointConv

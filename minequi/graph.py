@@ -55,6 +55,7 @@ __all__ = [
     "scatter_mean",
     "scatter_softmax",
     "radius_graph",
+    "complete_graph",
 ]
 
 _INDEX_DTYPES = (torch.int64, torch.int32)
@@ -372,3 +373,55 @@ def radius_graph(
     i, j = i[keep], j[keep]  # [E], [E]
     perm = torch.argsort(i * N + j)  # [E] sort by (target, source)
     return torch.stack([j[perm], i[perm]])  # [2, E]
+
+
+def complete_graph(
+    num_nodes: int,
+    batch: torch.Tensor | None = None,
+    loop: bool = False,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    r"""Every directed edge ``j -> i`` between two nodes of the same graph (a fully connected graph).
+
+    The graph of the EGNN paper's n-body model and of egnn-pytorch's dense form: each of the
+    ``n_g (n_g - 1)`` ordered pairs of every graph ``g`` (``n_g^2`` with ``loop=True``).  Returns
+    ``edge_index [2, E]`` (int64), row 0 the source ``j``, row 1 the target ``i``, columns sorted by
+    ``(i, j)`` as :func:`radius_graph`'s (it equals ``radius_graph`` with an infinite cutoff).
+    ``O(sum_g n_g^2)`` time and memory: meant for small graphs.
+
+    Args:
+        num_nodes: ``N``, the number of nodes (all graphs together).
+        batch: optional ``[N]`` graph index of each node (any order); ``None`` = one graph.
+        loop: include the self-edges ``i -> i``.
+        device: where to build the edges (default: ``batch``'s device, else the CPU).
+
+    >>> complete_graph(3)
+    tensor([[1, 2, 0, 2, 0, 1],
+            [0, 0, 1, 1, 2, 2]])
+    >>> complete_graph(4, batch=torch.tensor([0, 1, 0, 1]))   # two graphs of two nodes
+    tensor([[2, 3, 0, 1],
+            [0, 1, 2, 3]])
+    """
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 0:
+        raise ValueError(f"num_nodes must be a non-negative int, got {num_nodes!r}")
+    if batch is None:
+        device = torch.device("cpu") if device is None else torch.device(device)
+        batch = torch.zeros(num_nodes, dtype=torch.int64, device=device)  # [N]
+    else:
+        check_batch(batch, num_nodes)
+        batch = batch.to(device=batch.device if device is None else device, dtype=torch.int64)  # [N]
+    device = batch.device
+    if num_nodes == 0:
+        return torch.zeros(2, 0, dtype=torch.int64, device=device)  # [2, 0]
+    order = torch.argsort(batch, stable=True)  # [N] nodes grouped by graph, index order within a graph
+    size = torch.bincount(batch)  # [G] n_g
+    first = torch.cumsum(size, 0) - size  # [G] position of each graph's first node in `order`
+    deg = size[batch]  # [N] n_g of each node's graph: its number of sources
+    dst = torch.repeat_interleave(torch.arange(num_nodes, device=device), deg)  # [sum n_g^2] targets i
+    start = torch.cumsum(deg, 0) - deg  # [N] first edge of each target
+    rank = torch.arange(dst.shape[0], device=device) - start[dst]  # [sum n_g^2] 0 .. n_g - 1 per target
+    src = order[first[batch[dst]] + rank]  # [sum n_g^2] sources j: the nodes of the target's graph
+    if not loop:
+        keep = src != dst  # [sum n_g^2]
+        src, dst = src[keep], dst[keep]  # [E], [E]
+    return torch.stack([src, dst])  # [2, E]

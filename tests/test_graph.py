@@ -7,6 +7,7 @@ from minequi.graph import (
     check_batch,
     check_edge_index,
     check_pos,
+    complete_graph,
     radius_graph,
     scatter_mean,
     scatter_sum,
@@ -126,6 +127,51 @@ def test_radius_graph_bad_input():
         radius_graph(pos, 1.0, batch=torch.tensor([0, 0, -1, 0]))
     with pytest.raises(ValueError, match="finite"):
         radius_graph(torch.tensor([[0.0, 0, float("nan")]]), 1.0)
+
+
+# ----------------------------------------------------------------------------- complete graph
+@pytest.mark.parametrize("loop", [False, True])
+@pytest.mark.parametrize("sizes", [[1], [5], [7, 1, 3, 12], [4, 4, 4]])
+def test_complete_graph_is_radius_graph_with_infinite_cutoff(sizes, loop):
+    gen = torch.Generator().manual_seed(len(sizes))
+    pos, batch = random_batch(sizes, gen)
+    perm = torch.randperm(len(batch), generator=gen)  # unsorted batch
+    pos, batch = pos[perm], batch[perm]
+    got = complete_graph(len(batch), batch, loop=loop)
+    np.testing.assert_array_equal(got.numpy(), brute_force_radius_graph(pos, 1e9, batch, loop))
+    assert got.shape[1] == sum(n * (n - 1 + loop) for n in sizes)
+    torch.testing.assert_close(got, radius_graph(pos, 1e6, batch, loop=loop), rtol=0, atol=0)
+
+
+def test_complete_graph_equals_the_meshgrid_construction():
+    """The disjoint complete graphs the n-body chapter builds by hand: same edges, same order."""
+    S, n = 6, 5
+    i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    offset = n * torch.arange(S)[:, None]  # [S, 1]
+    for loop in (False, True):
+        keep = torch.ones(n, n, dtype=torch.bool) if loop else i != j
+        ref = torch.stack([(j[keep] + offset).reshape(-1), (i[keep] + offset).reshape(-1)])
+        got = complete_graph(S * n, torch.arange(S).repeat_interleave(n), loop=loop)
+        assert torch.equal(got, ref)
+    # negative control: the same pairs in another order are not equal
+    assert not torch.equal(complete_graph(S * n, torch.arange(S).repeat_interleave(n)).flip(1), ref[:, ref[0] != ref[1]])
+
+
+def test_complete_graph_empty_device_and_bad_input():
+    assert complete_graph(0).shape == (2, 0)
+    assert complete_graph(0, torch.zeros(0, dtype=torch.long), loop=True).shape == (2, 0)
+    assert complete_graph(1).shape == (2, 0) and complete_graph(1, loop=True).tolist() == [[0], [0]]
+    assert complete_graph(3, device="cpu").dtype == torch.int64
+    with pytest.raises(ValueError, match="num_nodes must be a non-negative int"):
+        complete_graph(-1)
+    with pytest.raises(ValueError, match="num_nodes must be a non-negative int"):
+        complete_graph(2.0)
+    with pytest.raises(ValueError, match=r"batch must have shape \[N\] = \[4\]"):
+        complete_graph(4, torch.zeros(3, dtype=torch.long))
+    with pytest.raises(TypeError, match="batch must be an integer"):
+        complete_graph(2, torch.zeros(2))
+    with pytest.raises(ValueError, match="non-negative"):
+        complete_graph(2, torch.tensor([0, -1]))
 
 
 # ----------------------------------------------------------------------------- checks
