@@ -402,8 +402,14 @@ def complete_graph(
     tensor([[2, 3, 0, 1],
             [0, 1, 2, 3]])
     """
-    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 0:
-        raise ValueError(f"num_nodes must be a non-negative int, got {num_nodes!r}")
+    try:
+        if isinstance(num_nodes, bool):
+            raise TypeError
+        num_nodes = num_nodes.__index__()  # int, numpy integer or 0-d integer tensor -> int
+    except (TypeError, AttributeError, RuntimeError):
+        raise TypeError(f"num_nodes must be a non-negative int, got {type(num_nodes).__name__} {num_nodes!r}") from None
+    if num_nodes < 0:
+        raise ValueError(f"num_nodes must be a non-negative int, got {num_nodes}")
     if batch is None:
         device = torch.device("cpu") if device is None else torch.device(device)
         batch = torch.zeros(num_nodes, dtype=torch.int64, device=device)  # [N]

@@ -164,8 +164,11 @@ def test_complete_graph_empty_device_and_bad_input():
     assert complete_graph(3, device="cpu").dtype == torch.int64
     with pytest.raises(ValueError, match="num_nodes must be a non-negative int"):
         complete_graph(-1)
-    with pytest.raises(ValueError, match="num_nodes must be a non-negative int"):
+    with pytest.raises(TypeError, match="num_nodes must be a non-negative int"):
         complete_graph(2.0)
+    with pytest.raises(TypeError, match="num_nodes must be a non-negative int"):
+        complete_graph(True)
+    assert torch.equal(complete_graph(np.int64(3)), complete_graph(3))
     with pytest.raises(ValueError, match=r"batch must have shape \[N\] = \[4\]"):
         complete_graph(4, torch.zeros(3, dtype=torch.long))
     with pytest.raises(TypeError, match="batch must be an integer"):
