@@ -52,7 +52,7 @@ latter, as the reference code; it can win when memory traffic, not arithmetic, l
 The two gathers, their sum and the :math:`w_3 d^2 + W_4 a` term are one fused pass
 (:class:`_GatherSum`, an ``embedding_bag`` sum), and a last Linear with one output is a
 matrix-vector product: with both, a forward + backward on 32 complete graphs of 64 nodes
-takes 0.83x the time of egnn-pytorch's dense broadcast form (``benchmarks/bench_egnn.py``).
+takes 0.81-0.84x the time of egnn-pytorch's dense broadcast form (``benchmarks/bench_egnn.py``).
 
 Parameters stay in their dtype; they are cast to the input's dtype at each call,
 so outputs have the input's dtype and device.
