@@ -74,7 +74,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .graph import check_batch, check_edge_index, check_pos, scatter_mean, scatter_sum
+from .graph import check_batch, check_edge_index, check_pos, pool_graphs, scatter_mean, scatter_sum
 
 __all__ = ["EGNNLayer", "EGNN"]
 
@@ -362,8 +362,5 @@ class EGNN(nn.Module):
             if batch is None:
                 batch = torch.zeros(N, dtype=torch.int64, device=h.device)  # [N]
                 num_graphs = 1 if num_graphs is None else num_graphs
-            elif num_graphs is None:
-                num_graphs = int(batch.max()) + 1 if N > 0 else 0  # host sync
-            aggregate = scatter_sum if self.pool == "sum" else scatter_mean
-            y = aggregate(y, batch, num_graphs)  # [num_graphs, out]
+            y = pool_graphs(y, batch, num_graphs, self.pool, validate=self.validate)  # [num_graphs, out]
         return (y, x, v_out) if self.velocity else (y, x)

@@ -240,20 +240,14 @@ def scatter_softmax(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> to
     return e / den.gather(0, idx)  # [E, ...]
 
 
-# ----------------------------------------------------------------------------
-# Radius graph with a cell list
-# ----------------------------------------------------------------------------
-_MAX_KEY = 2**62  # cell keys are int64: keep (graphs x cells) below this
-
-
-
 def pool_graphs(y: torch.Tensor, batch: torch.Tensor, num_graphs: int | None = None,
-                reduce: str = "sum") -> torch.Tensor:
+                reduce: str = "sum", validate: bool = True) -> torch.Tensor:
     """Per-graph sum (or mean) of node values: ``y [N, ...]``, ``batch [N]`` -> ``[num_graphs, ...]``.
 
     ``num_graphs`` defaults to ``batch.max() + 1`` (one host sync; pass it under ``torch.compile``);
-    a given ``num_graphs`` not above ``batch.max()`` is a ``ValueError`` (checked outside compile).
-    Graphs without nodes get 0.  Used by the readouts of :class:`~minequi.TensorFieldNetwork` and
+    a given ``num_graphs`` not above ``batch.max()`` is a ``ValueError`` (checked outside compile
+    and when ``validate``; the check is one host sync).  Graphs without nodes get 0.  Used by the
+    readouts of :class:`~minequi.EGNN`, :class:`~minequi.TensorFieldNetwork` and
     :class:`~minequi.SE3Transformer`.
 
     >>> pool_graphs(torch.tensor([[1.0], [2.0], [4.0]]), torch.tensor([0, 0, 1]), reduce="mean")
@@ -262,14 +256,18 @@ def pool_graphs(y: torch.Tensor, batch: torch.Tensor, num_graphs: int | None = N
     """
     if num_graphs is None:
         num_graphs = int(batch.max()) + 1 if batch.numel() > 0 else 0  # one host sync
-    elif batch.numel() > 0 and not torch.compiler.is_compiling() and int(batch.max()) >= num_graphs:
+    elif _value_checks_enabled(validate) and batch.numel() > 0 and int(batch.max()) >= num_graphs:
         raise ValueError(f"num_graphs={num_graphs} but batch holds graph index {int(batch.max())}; "
                          f"num_graphs must exceed batch.max()")
-    pooled = scatter_sum(y, batch, num_graphs)  # [num_graphs, ...]
-    if reduce == "mean":
-        count = scatter_sum(torch.ones_like(y[:, :1]), batch, num_graphs)  # [num_graphs, 1]
-        pooled = pooled / count.clamp(min=1)
-    return pooled
+    aggregate = scatter_mean if reduce == "mean" else scatter_sum
+    return aggregate(y, batch, num_graphs)  # [num_graphs, ...]
+
+
+# ----------------------------------------------------------------------------
+# Radius graph with a cell list
+# ----------------------------------------------------------------------------
+_MAX_KEY = 2**62  # cell keys are int64: keep (graphs x cells) below this
+
 
 def radius_graph(
     pos: torch.Tensor,

@@ -323,6 +323,10 @@ def test_bad_inputs_raise_clear_errors():
     layer = make_layer(edge_features=2)
     h, x = inputs()
     ei = radius_graph(x, CUTOFF)
+    model = EGNN(5, 8, 2, num_layers=1, pool="sum").double()
+    two_graphs = torch.arange(N) % 2  # [N] graph indices 0 and 1
+    with pytest.raises(ValueError, match="num_graphs must exceed batch.max()"):
+        model(h, x, ei, batch=two_graphs, num_graphs=1)
     ea = torch.zeros(ei.shape[1], 2, dtype=F64)
     with pytest.raises(ValueError, match=r"entries in \[0, 12\]"):
         layer(h, x, torch.tensor([[0, 12], [1, 0]]), torch.zeros(2, 2, dtype=F64))
