@@ -137,7 +137,7 @@ def energy_forces_stress(
         elif pbc is None:
             compute_stress = True
         else:
-            compute_stress = bool(torch.as_tensor(pbc).bool().all())
+            compute_stress = bool(p.bool().all())  # p: pbc as a tensor, checked above
     if compute_stress and cell is None:
         raise ValueError("compute_stress=True needs a cell [3, 3] (or [G, 3, 3] with batch), got cell=None")
 
